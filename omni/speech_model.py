@@ -1,0 +1,66 @@
+"""The one streaming interface every speech-in -> speech-out model implements.
+
+A model hears one user turn (mono float32 PCM) plus the text history of the conversation and yields
+`ReplyChunk`s as soon as each piece exists: first the transcript of what the user said, then text deltas and
+PCM audio of the reply, interleaved, and finally one chunk carrying the finished `Turn`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypedDict, runtime_checkable
+
+import numpy as np
+
+
+class Message(TypedDict):
+    """One entry of the text history, in the OpenAI/Gradio "messages" shape."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass
+class Turn:
+    """What one exchange leaves behind for the history and for latency reports."""
+
+    transcript: str
+    reply_text: str
+    # Milliseconds from the moment `respond` was called: asr_ms, first_token_ms, first_audio_ms, total_ms, ...
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def messages(self) -> list[Message]:
+        return [
+            {"role": "user", "content": self.transcript},
+            {"role": "assistant", "content": self.reply_text},
+        ]
+
+
+@dataclass
+class ReplyChunk:
+    """A piece of a reply. Exactly one of the fields is set on each chunk."""
+
+    transcript: str | None = None  # the user's words, once known (first chunk of a turn)
+    text: str | None = None  # a delta of the reply text
+    audio: np.ndarray | None = None  # mono int16 PCM at `SpeechModel.sample_rate`
+    turn: Turn | None = None  # the last chunk: the finished exchange
+
+
+class NoSpeechError(ValueError):
+    """The audio holds no words to answer (silence, noise, an empty transcript)."""
+
+
+@runtime_checkable
+class SpeechModel(Protocol):
+    """A speech-in -> speech-out model (the cascade, or mini-omni)."""
+
+    name: str
+    sample_rate: int  # of the reply audio
+
+    def respond(self, audio: np.ndarray, sample_rate: int, history: Sequence[Message]) -> Iterator[ReplyChunk]:
+        """Answer one user turn. `audio` is mono float32 in [-1, 1]; raises NoSpeechError for nothing to answer.
+
+        Closing the iterator early (generator.close()) must stop all work promptly: it is how a turn is cancelled.
+        """
+        ...

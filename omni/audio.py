@@ -24,10 +24,7 @@ def to_mono_float32(audio: np.ndarray) -> np.ndarray:
     audio = np.asarray(audio)
     if audio.size == 0:
         return np.zeros(0, dtype=np.float32)
-    if audio.ndim == 2:
-        # Channels are the short axis: browsers send (n, 2), some libraries (2, n).
-        audio = audio.mean(axis=1 if audio.shape[0] >= audio.shape[1] else 0)
-    elif audio.ndim != 1:
+    if audio.ndim > 2:
         raise AudioError(f"expected mono or stereo PCM, got an array of shape {audio.shape}")
     if np.issubdtype(audio.dtype, np.integer):
         audio = audio.astype(np.float32) / float(np.iinfo(audio.dtype).max + 1)
@@ -35,6 +32,9 @@ def to_mono_float32(audio: np.ndarray) -> np.ndarray:
         audio = audio.astype(np.float32, copy=False)
     else:
         raise AudioError(f"unsupported sample type {audio.dtype}")
+    if audio.ndim == 2:
+        # Channels are the short axis: browsers send (n, 2), some libraries (2, n).
+        audio = audio.mean(axis=1 if audio.shape[0] >= audio.shape[1] else 0)
     audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
     return np.clip(audio, -1.0, 1.0)
 

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import sys
 import wave
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # plain `pytest` without a rootdir config
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from omni.audio import FRAME, SAMPLE_RATE
 from utils.vad import PauseDetector, PauseDetectorOptions, SileroVad, VadEvent

@@ -287,11 +287,6 @@ class PauseDetector:
         sample_rate = int(sample_rate)
         if sample_rate <= 0:
             raise AudioError(f"invalid sample rate {sample_rate}")
-        audio = np.asarray(audio)
-        if np.issubdtype(audio.dtype, np.integer) and audio.ndim == 2:
-            # Scale integer PCM to [-1, 1] before the channel mix: to_mono_float32 (as of the skeleton)
-            # averages stereo int16 into float first and so skips its integer scaling. Harmless once fixed.
-            audio = audio.astype(np.float32) / float(np.iinfo(audio.dtype).max + 1)
         mono = to_mono_float32(audio)
         if sample_rate == SAMPLE_RATE:
             if self._resampler is not None:  # the rate changed back to 16 kHz: drain the old stream

@@ -1,0 +1,102 @@
+"""Speech to text with faster-whisper (CTranslate2), on the CPU, offline.
+
+Whisper normally encodes a 30 s window whatever the length of the speech, which costs ~0.55 s (tiny.en) to
+~0.85 s (base) on two cores for a two-second question. CTranslate2 accepts shorter mel inputs, so a short turn
+is encoded in a window of WINDOW_STEP_S steps instead: 10 s costs ~0.07 s (tiny.en) / ~0.2 s (base) with the same
+words on our recordings. Turns that do not fit in 30 s take faster-whisper's ordinary long-form path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from omni.audio import SAMPLE_RATE
+from omni.models import resolve
+
+FRAMES_PER_SECOND = 100  # Whisper's mel hop is 10 ms
+MAX_WINDOW_S = 30  # Whisper's receptive field
+WINDOW_STEP_S = 10  # shorter windows lose words in noise; 10 s matched 30 s on our noisy recordings
+MAX_TOKENS = 224  # half of Whisper's text context: far more than 30 s of speech needs
+
+
+@dataclass
+class AsrOptions:
+    language: str | None = "en"
+    beam_size: int = 1  # greedy: beam 5 costs ~2x for a small gain on clean speech (and takes the long path)
+    threads: int = min(2, os.cpu_count() or 1)
+    # Whisper invents words ("Thank you.") on noise; drop segments it is itself unsure contain speech.
+    no_speech_threshold: float = 0.6
+    min_avg_logprob: float = -1.0
+
+
+class Transcriber:
+    """Whisper through faster-whisper. `transcribe` takes mono float32 at 16 kHz and returns plain text."""
+
+    def __init__(self, key: str, options: AsrOptions | None = None):
+        from faster_whisper import WhisperModel
+
+        self.options = options or AsrOptions()
+        self.name = key
+        self.model = WhisperModel(
+            str(resolve(key)),
+            device="cpu",
+            compute_type="int8",
+            cpu_threads=self.options.threads,
+            local_files_only=True,
+        )
+        if not self.model.model.is_multilingual:
+            self.options.language = "en"
+        tokenizer = self.model.hf_tokenizer
+        prompt = ["<|startoftranscript|>"]
+        if self.model.model.is_multilingual:
+            prompt += [f"<|{self.options.language or 'en'}|>", "<|transcribe|>"]
+        self._prompt = [tokenizer.token_to_id(t) for t in [*prompt, "<|notimestamps|>"]]
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        if audio.size < SAMPLE_RATE // 10:  # under 100 ms: nothing a person could have said
+            return ""
+        window_s = WINDOW_STEP_S * math.ceil((audio.size / SAMPLE_RATE + 0.5) / WINDOW_STEP_S)
+        if window_s <= MAX_WINDOW_S and self.options.beam_size == 1:
+            return self._transcribe_window(audio, window_s)
+        return self._transcribe_long(audio)
+
+    def _transcribe_window(self, audio: np.ndarray, window_s: int) -> str:
+        import ctranslate2
+
+        padded = np.zeros(window_s * SAMPLE_RATE, dtype=np.float32)
+        padded[: audio.size] = audio
+        mel = self.model.feature_extractor(padded)[:, : window_s * FRAMES_PER_SECOND]
+        encoded = self.model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None])))
+        result = self.model.model.generate(
+            encoded,
+            [self._prompt],
+            max_length=MAX_TOKENS,
+            beam_size=1,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )[0]
+        if result.no_speech_prob > self.options.no_speech_threshold and result.scores[0] < self.options.min_avg_logprob:
+            return ""
+        return self.model.hf_tokenizer.decode(result.sequences_ids[0]).strip()
+
+    def _transcribe_long(self, audio: np.ndarray) -> str:
+        segments, _ = self.model.transcribe(
+            audio,
+            language=self.options.language,
+            beam_size=self.options.beam_size,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,  # our own VAD already cut the turn
+        )
+        words = [
+            s.text.strip()
+            for s in segments
+            if not (s.no_speech_prob > self.options.no_speech_threshold and s.avg_logprob < self.options.min_avg_logprob)
+        ]
+        return " ".join(w for w in words if w)

@@ -65,8 +65,11 @@ def generate(gpt: MiniOmniGPT, features: Tensor, settings: GenerationSettings) -
     steps = min(settings.max_new_tokens, c.block_size - prompt_length)
     if steps < 1:
         raise ValueError(f"a prompt of {prompt_length} positions leaves no room in block_size {c.block_size}")
-    cache = gpt.new_cache(rows, prompt_length + steps)
-    text_logits, audio_logits = gpt(prompt, cache, features.expand(rows, -1, -1))
+    # The rows differ only in their last position: run the shared prefix once, then the last position per row.
+    cache = gpt.new_cache(1, prompt_length + steps)
+    gpt(prompt[:1, :, :-1], cache, features.unsqueeze(0))
+    cache.repeat_rows(rows)
+    text_logits, audio_logits = gpt(prompt[:, :, -1:], cache)
     pad_audio = torch.full((AUDIO_STREAMS,), c.pad_a, device=device)
     text_ended, transcript_tokens = False, 0
 

@@ -37,6 +37,7 @@ RELEASED_ARCHITECTURE = {
     "asr_adapter": "llamamlp",
     "pos_type": "rope",
     "n_expert": 0,
+    "rope_condense_ratio": 1,
 }
 
 
@@ -227,6 +228,11 @@ class KVCache:
         self.keys[layer][:, :, self.length : end] = k
         self.values[layer][:, :, self.length : end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def repeat_rows(self, rows: int) -> None:
+        """Turns a cache of one sequence into `rows` copies of it (sequences sharing a prefix)."""
+        self.keys = [k.repeat(rows, 1, 1, 1) for k in self.keys]
+        self.values = [v.repeat(rows, 1, 1, 1) for v in self.values]
 
     def keep_rows(self, rows: int) -> None:
         """Drops the sequences after the first `rows` (a finished task stops costing compute)."""

@@ -1,13 +1,12 @@
 """The default speech model: Whisper -> llama.cpp chat model -> piper, streamed clause by clause.
 
-The language model writes in a thread of its own while the main generator turns finished clauses into
-speech, so the first clause is heard while the rest of the answer is still being written.
+Each finished clause is spoken as soon as the language model has written it, so the first clause is heard
+while the rest of the answer is still being written.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -17,13 +16,10 @@ import numpy as np
 
 from omni.asr import AsrOptions, Transcriber
 from omni.audio import SAMPLE_RATE, prepare
-from omni.clauses import speakable_pieces
+from omni.clauses import ClauseSplitter
 from omni.llm import ChatModel, LlmOptions
 from omni.speech_model import Message, NoSpeechError, ReplyChunk, Turn
 from omni.tts import Speaker
-
-_END = object()  # marks the end of the language model's stream in the queue
-
 
 @dataclass
 class CascadeOptions:
@@ -90,25 +86,13 @@ class Cascade:
             raise NoSpeechError("No words were heard.")
         yield ReplyChunk(transcript=transcript)
 
-        deltas: queue.Queue = queue.Queue()
-        stop = threading.Event()
-        writer = threading.Thread(target=self._write, args=(history, transcript, deltas, stop), daemon=True)
-        writer.start()
-
         reply: list[str] = []
-        spoken_s = synth_s = 0.0
+        splitter = ClauseSplitter(self.options.first_clause_words)
+        synth_s = spoken_s = writing_s = 0.0
 
-        def text_stream() -> Iterator[str]:
-            while (delta := deltas.get()) is not _END:
-                if isinstance(delta, BaseException):
-                    raise delta
-                mark("first_token_ms")
-                reply.append(delta)
-                yield delta
-
-        try:
-            for piece in speakable_pieces(text_stream(), self.options.first_clause_words):
-                yield ReplyChunk(text=piece)
+        def speak(pieces: list[str]) -> Iterator[ReplyChunk]:
+            nonlocal synth_s, spoken_s
+            for piece in pieces:
                 t = time.perf_counter()
                 for pcm in self.tts.synthesize(piece):
                     mark("first_audio_ms")
@@ -116,23 +100,27 @@ class Cascade:
                     spoken_s += len(pcm) / self.sample_rate
                     yield ReplyChunk(audio=pcm)
                     t = time.perf_counter()
-        finally:
-            stop.set()  # a closed generator (cancelled turn) stops the language model within one token
+
+        # Writing and speaking take turns in this one thread: on two cores, llama.cpp's two threads and piper
+        # running side by side slowed generation from ~24 to ~11 tokens/s, and both stay far ahead of playback.
+        with self._llm_lock:
+            deltas = self.llm.stream(history, transcript)
+            try:
+                t = time.perf_counter()
+                for delta in deltas:
+                    mark("first_token_ms")
+                    if reply:  # time per token after the first, without the speaking in between
+                        writing_s += time.perf_counter() - t
+                    reply.append(delta)
+                    # Every token is yielded: the caller sees the text grow, and can cancel between tokens.
+                    yield ReplyChunk(text=delta)
+                    yield from speak(splitter.push(delta))
+                    t = time.perf_counter()
+            finally:
+                deltas.close()  # a closed reply (a cancelled turn) stops llama.cpp here, within one token
+        yield from speak(splitter.flush())
         mark("total_ms")
-        tokens = len(reply)
-        gen_s = (timings["total_ms"] - timings.get("first_token_ms", timings["total_ms"])) / 1000
-        timings["tokens"] = tokens
-        timings["tokens_per_s"] = (tokens - 1) / gen_s if tokens > 1 and gen_s > 0 else 0.0
+        timings["tokens"] = len(reply)
+        timings["tokens_per_s"] = (len(reply) - 1) / writing_s if writing_s > 0 else 0.0
         timings["tts_rtf"] = synth_s / spoken_s if spoken_s else 0.0
         yield ReplyChunk(turn=Turn(transcript, "".join(reply).strip(), timings))
-
-    def _write(self, history: Sequence[Message], transcript: str, deltas: queue.Queue, stop: threading.Event) -> None:
-        try:
-            with self._llm_lock:
-                for delta in self.llm.stream(history, transcript):
-                    if stop.is_set():
-                        break
-                    deltas.put(delta)
-        except Exception as e:  # noqa: BLE001 - handed to the consumer, which raises it in the caller's thread
-            deltas.put(e)
-        deltas.put(_END)

@@ -3,41 +3,45 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
 
 _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*\s")
 _CLAUSE_END = re.compile(r"[,;:\u2014]\s")
 
 
-def speakable_pieces(deltas: Iterable[str], first_clause_words: int = 3, max_words: int = 30) -> Iterator[str]:
-    """Yield sentences from a text stream; the first piece may be just a clause.
+class ClauseSplitter:
+    """Push text deltas, get back the pieces that are ready to be spoken.
 
-    The first clause ("Sure, ...", "Hi Anna, ...") is spoken as soon as it is complete so that audio starts
+    The first clause ("Sure, ...", "Hi Anna, ...") is released as soon as it is complete so that audio starts
     while the model is still writing; later pieces are whole sentences, which sound more natural. A very long
     sentence is cut at a comma so that the listener is never kept waiting.
     """
-    buffer = ""
-    first = True
-    for delta in deltas:
-        buffer += delta
-        while True:
-            cut = _cut(buffer, first, first_clause_words, max_words)
-            if cut is None:
-                break
-            piece, buffer = buffer[:cut].strip(), buffer[cut:]
+
+    def __init__(self, first_clause_words: int = 3, max_words: int = 30):
+        self.first_clause_words = first_clause_words
+        self.max_words = max_words
+        self._buffer = ""
+        self._first = True
+
+    def push(self, delta: str) -> list[str]:
+        self._buffer += delta
+        pieces = []
+        while (cut := self._cut()) is not None:
+            piece, self._buffer = self._buffer[:cut].strip(), self._buffer[cut:]
             if piece:
-                first = False
-                yield piece
-    if buffer.strip():
-        yield buffer.strip()
+                self._first = False
+                pieces.append(piece)
+        return pieces
 
+    def flush(self) -> list[str]:
+        piece, self._buffer = self._buffer.strip(), ""
+        return [piece] if piece else []
 
-def _cut(text: str, first: bool, first_clause_words: int, max_words: int) -> int | None:
-    sentence = _SENTENCE_END.search(text)
-    if sentence:
-        return sentence.end()
-    if first or len(text.split()) > max_words:
-        for clause in _CLAUSE_END.finditer(text):
-            if len(text[: clause.end()].split()) >= first_clause_words:
-                return clause.end()
-    return None
+    def _cut(self) -> int | None:
+        text = self._buffer
+        if sentence := _SENTENCE_END.search(text):
+            return sentence.end()
+        if self._first or len(text.split()) > self.max_words:
+            for clause in _CLAUSE_END.finditer(text):
+                if len(text[: clause.end()].split()) >= self.first_clause_words:
+                    return clause.end()
+        return None

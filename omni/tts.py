@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,12 +28,20 @@ class Speaker:
     """A piper voice. `synthesize` yields int16 PCM, one chunk per sentence."""
 
     def __init__(self, model_path: Path, config_path: Path | None = None):
-        from piper import PiperVoice
+        import onnxruntime
+        from piper import PiperConfig, PiperVoice
 
         config_path = config_path or model_path.with_name(model_path.name + ".json")
         if not config_path.exists():
             raise ModelError(f"piper voice config {config_path} is missing (it must sit beside the .onnx file)")
-        self.voice = PiperVoice.load(str(model_path), config_path=str(config_path))
+        # Both cores: the cascade speaks and writes in turn, never at once.
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = min(2, os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        self.voice = PiperVoice(
+            config=PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8"))),
+            session=onnxruntime.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"]),
+        )
         self.sample_rate: int = self.voice.config.sample_rate
         self.name = model_path.stem
 

@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fast", action="store_true", help="feed chunks without waiting (not real-time)")
     parser.add_argument("--no-speculation", action="store_true", help="answer only after the end of turn")
     parser.add_argument("--end-of-turn-ms", type=float, default=PauseDetectorOptions.end_of_turn_ms)
+    parser.add_argument("--pause-ms", type=float, default=PauseDetectorOptions.pause_ms, help="silence that starts speculation")
     parser.add_argument("--llm", default=CascadeOptions.llm, help="language model key (see omni/models.py)")
     parser.add_argument("--asr", default=CascadeOptions.asr, help="speech recognition model key")
     parser.add_argument("--out", type=Path, default=HERE / "results")
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     cold_start_s = time.perf_counter() - start
     conversation = Conversation(
         model,
-        PauseDetectorOptions(end_of_turn_ms=args.end_of_turn_ms),
+        PauseDetectorOptions(end_of_turn_ms=args.end_of_turn_ms, pause_ms=args.pause_ms),
         ConversationOptions(speculate=not args.no_speculation),
     )
     results: list[TurnResult] = []
@@ -231,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
         "realtime": not args.fast,
         "speculation": not args.no_speculation,
         "end_of_turn_ms": args.end_of_turn_ms,
+        "pause_ms": args.pause_ms,
         "cold_start_s": round(cold_start_s, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "streaming": {k: summary(streaming, k) for k in keys},

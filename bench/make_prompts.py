@@ -1,4 +1,8 @@
-"""Regenerate the spoken benchmark prompts with the project's own piper voice (run once; the WAVs are kept)."""
+"""Regenerate the spoken benchmark prompts and test questions with the project's piper voice.
+
+Run once; the WAVs are kept in the repository. piper samples noise while it speaks, so every run gives slightly
+different audio: fixed files keep the benchmark and the tests repeatable.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,18 @@ from omni.tts import Speaker
 from omni.wav import write_wav
 
 PROMPTS = Path(__file__).parent / "prompts"
+QUESTIONS = Path(__file__).parent.parent / "tests" / "data" / "questions"
+TEST_QUESTIONS = {
+    "capital": "What is the capital of France?",
+    "spider": "How many legs does a spider have?",
+    "moon": "Tell me three interesting facts about the moon.",
+    "name_anna": "Hello, my name is Anna.",
+    "what_name": "What is my name?",
+    "green": "My favourite colour is green.",
+    "yours": "What is yours?",
+    "how_are_you": "How are you today?",
+    "dragon": "Tell me a long story about a dragon.",
+}
 TEXTS = {
     "hello": "Hello there!",
     "capital": "What is the capital of France?",
@@ -24,14 +40,20 @@ TEXTS = {
 }
 
 
+def speak_all(speaker: Speaker, texts: dict[str, str], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["file\ttext"]
+    for name, text in texts.items():
+        pcm = np.concatenate(list(speaker.synthesize(text))).astype(np.float32) / 32768
+        write_wav(folder / f"{name}.wav", to_int16(resample(pcm, speaker.sample_rate, SAMPLE_RATE)), SAMPLE_RATE)
+        lines.append(f"{name}.wav\t{text}")
+    (folder / "index.tsv").write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     speaker = Speaker.load()
-    lines = ["file\ttext"]
-    for name, text in TEXTS.items():
-        pcm = np.concatenate(list(speaker.synthesize(text))).astype(np.float32) / 32768
-        write_wav(PROMPTS / f"{name}.wav", to_int16(resample(pcm, speaker.sample_rate, SAMPLE_RATE)), SAMPLE_RATE)
-        lines.append(f"{name}.wav\t{text}")
-    (PROMPTS / "prompts.tsv").write_text("\n".join(lines) + "\n")
+    speak_all(speaker, TEXTS, PROMPTS)
+    speak_all(speaker, TEST_QUESTIONS, QUESTIONS)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,70 @@
+"""Shared fixtures: the real models, loaded once, and real or synthesized speech."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from omni.audio import load_audio
+
+DATA = Path(__file__).parent / "data"
+
+
+def references() -> dict[str, str]:
+    with open(DATA / "references.tsv", newline="") as f:
+        return {row["file"]: row["text"] for row in csv.DictReader(f, delimiter="\t")}
+
+
+@pytest.fixture(scope="session")
+def recordings() -> dict[str, tuple[np.ndarray, str]]:
+    """The real recordings in tests/data: name -> (16 kHz float32 audio, what is said)."""
+    return {name: (load_audio(DATA / name), text) for name, text in references().items()}
+
+
+@pytest.fixture(scope="session")
+def cascade():
+    from omni.cascade import Cascade
+
+    model = Cascade.load()
+    model.warm_up()
+    return model
+
+
+@pytest.fixture(scope="session")
+def say() -> Callable[[str], np.ndarray]:
+    """Text -> the spoken question from tests/data/questions (16 kHz float32).
+
+    The questions were spoken once by piper (bench/make_prompts.py) and kept: piper's output varies from run to
+    run, and a test should hear the same audio every time.
+    """
+    folder = DATA / "questions"
+    with open(folder / "index.tsv", newline="") as f:
+        files = {row["text"]: folder / row["file"] for row in csv.DictReader(f, delimiter="\t")}
+
+    def speak(text: str) -> np.ndarray:
+        return load_audio(files[text])
+
+    return speak
+
+
+def collect(chunks) -> dict:
+    """Read a whole reply: transcript, text, audio, the turn, and the order chunks came in."""
+    out = {"transcript": None, "text": "", "audio": [], "turn": None, "order": []}
+    for chunk in chunks:
+        if chunk.transcript is not None:
+            out["transcript"] = chunk.transcript
+            out["order"].append("transcript")
+        if chunk.text is not None:
+            out["text"] += chunk.text
+            out["order"].append("text")
+        if chunk.audio is not None:
+            out["audio"].append(chunk.audio)
+            out["order"].append("audio")
+        if chunk.turn is not None:
+            out["turn"] = chunk.turn
+            out["order"].append("turn")
+    return out

@@ -1,0 +1,83 @@
+"""The cascade speech model end to end: real Whisper, real Qwen2.5 (llama.cpp), real piper."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from omni.audio import SAMPLE_RATE, prepare
+from omni.speech_model import NoSpeechError, SpeechModel
+from tests.conftest import collect
+
+
+def test_is_a_speech_model(cascade):
+    assert isinstance(cascade, SpeechModel)
+    assert cascade.sample_rate == 22050
+
+
+def test_spoken_reply_to_a_spoken_question(cascade, say):
+    reply = collect(cascade.respond(say("How many legs does a spider have?"), SAMPLE_RATE, []))
+    assert "spider" in reply["transcript"].lower()
+    assert reply["order"][0] == "transcript" and reply["order"][-1] == "turn"
+    audio = np.concatenate(reply["audio"])
+    assert audio.dtype == np.int16 and audio.size > 0.5 * cascade.sample_rate
+    # What it said out loud is about the question.
+    heard = cascade.transcribe(prepare(audio, cascade.sample_rate)).lower()
+    assert "eight" in heard or "8" in heard, heard
+    turn = reply["turn"]
+    assert turn.reply_text == reply["text"].strip()
+    for key in ("asr_ms", "first_token_ms", "first_audio_ms", "total_ms"):
+        assert turn.timings[key] > 0
+
+
+def test_first_audio_comes_before_the_language_model_finishes(cascade, say):
+    reply = collect(cascade.respond(say("Tell me three interesting facts about the moon."), SAMPLE_RATE, []))
+    order = reply["order"]
+    last_text = len(order) - 1 - order[::-1].index("text")
+    assert order.index("audio") < last_text, order
+
+
+def test_history_shapes_the_reply(cascade, say):
+    history = []
+    first = collect(cascade.respond(say("Hello, my name is Anna."), SAMPLE_RATE, history))
+    history += first["turn"].messages()
+    second = collect(cascade.respond(say("What is my name?"), SAMPLE_RATE, history))
+    assert "anna" in second["text"].lower(), second["text"]
+    alone = collect(cascade.respond(say("What is my name?"), SAMPLE_RATE, []))
+    assert "anna" not in alone["text"].lower()
+
+
+@pytest.mark.parametrize(
+    "audio",
+    [np.zeros(0, np.float32), np.zeros(2 * SAMPLE_RATE, np.float32), np.full(SAMPLE_RATE, np.nan, np.float32)],
+    ids=["empty", "silence", "nan"],
+)
+def test_nothing_to_answer(cascade, audio):
+    with pytest.raises(NoSpeechError):
+        collect(cascade.respond(audio, SAMPLE_RATE, []))
+
+
+def test_48k_stereo_int16_question(cascade, say):
+    import soxr
+
+    question = soxr.resample(say("What is the capital of France?"), SAMPLE_RATE, 48000)
+    stereo = (np.stack([question, question], axis=1) * 32767).astype(np.int16)
+    reply = collect(cascade.respond(stereo, 48000, []))
+    assert "france" in reply["transcript"].lower()
+    assert "paris" in reply["text"].lower()
+
+
+def test_closing_the_reply_stops_generation(cascade, say):
+    chunks = cascade.respond(say("Tell me a long story about a dragon."), SAMPLE_RATE, [])
+    for chunk in chunks:
+        if chunk.audio is not None:
+            break
+    start = time.perf_counter()
+    chunks.close()
+    closed_in = time.perf_counter() - start
+    assert closed_in < 0.3
+    # The shared language model is free again at once: another turn can use it.
+    assert cascade._llm_lock.acquire(timeout=0.3)
+    cascade._llm_lock.release()

@@ -69,14 +69,22 @@ class BackgroundReply:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def __iter__(self) -> Iterator[ReplyChunk]:
+    def chunks(self, heartbeat_s: float | None = None) -> Iterator[ReplyChunk]:
+        """The reply's chunks as they come; with HEARTBEAT_S, an empty ReplyChunk() whenever none came for that long."""
         while not self._cancelled.is_set():
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=heartbeat_s)
+            except queue.Empty:
+                yield ReplyChunk()
+                continue
             if item is _DONE:
                 return
             if isinstance(item, BaseException):
                 raise item
             yield item
+
+    def __iter__(self) -> Iterator[ReplyChunk]:
+        return self.chunks()
 
 
 class Conversation:
@@ -134,11 +142,12 @@ class Conversation:
         chunks = self.model.respond(self.turn_audio(pause.sample), SAMPLE_RATE, list(self.history))
         self._speculation = BackgroundReply(chunks)
 
-    def reply(self) -> Iterator[ReplyChunk]:
+    def reply(self, heartbeat_s: float | None = None) -> Iterator[ReplyChunk]:
         """Answer the turn that just ended (or whatever was heard so far), then listen for the next one.
 
         Raises `NoSpeechError` when there was nothing to answer. The finished exchange is added to the history;
-        a cancelled one is not (see `cancel`).
+        a cancelled one is not (see `cancel`). With HEARTBEAT_S, an empty chunk comes whenever the model has
+        been quiet that long (a streaming output may need a nudge to pass on what it holds).
         """
         with self._lock:
             reply = self._speculation
@@ -148,7 +157,7 @@ class Conversation:
             self._reply = reply
             self.detector.reset()  # the next turn starts now
         try:
-            for chunk in reply:
+            for chunk in reply.chunks(heartbeat_s):
                 if chunk.turn is not None:
                     self.history.extend(chunk.turn.messages())
                 yield chunk

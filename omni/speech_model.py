@@ -37,14 +37,18 @@ class Turn:
         ]
 
 
-@dataclass
+@dataclass(eq=False)
 class ReplyChunk:
-    """A piece of a reply. Exactly one of the fields is set on each chunk."""
+    """A piece of a reply. Exactly one of the fields is set on each chunk (none: a heartbeat, see Conversation)."""
 
     transcript: str | None = None  # the user's words, once known (first chunk of a turn)
     text: str | None = None  # a delta of the reply text
     audio: np.ndarray | None = None  # mono int16 PCM at `SpeechModel.sample_rate`
     turn: Turn | None = None  # the last chunk: the finished exchange
+
+    @property
+    def empty(self) -> bool:
+        return self.transcript is None and self.text is None and self.audio is None and self.turn is None
 
 
 class NoSpeechError(ValueError):

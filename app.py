@@ -1,0 +1,258 @@
+"""Hands-free voice chat in the browser: talk, pause, and the local speech model answers out loud.
+
+The shape of Gradio's "conversational chatbot with mini omni" guide: the microphone streams 0.5 s chunks into a
+per-session `AppState`; the Silero pause detector ends the turn by itself; the speech model's reply streams into
+an autoplaying audio output while the Chatbot keeps the audio and text of every turn.
+
+    python app.py            # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are honoured)
+    OMNI_MODEL=mini-omni python app.py
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+import uuid
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+DATA = ROOT / ".cache"
+# Gradio's own files (uploads, streamed segments) stay inside the project's data folder too.
+os.environ.setdefault("GRADIO_TEMP_DIR", str(DATA / "gradio"))
+
+import gradio as gr  # noqa: E402 - after GRADIO_TEMP_DIR is set
+import gradio.audio_stream_encoder as _aac  # noqa: E402
+
+# Gradio 6 waits only 0.1 s for its ffmpeg AAC encoder to emit the first frames; with the language model busy on
+# both cores ffmpeg often takes longer, the browser then finds an empty playlist and its HLS player retries a
+# second later. Waiting up to 0.5 s (it returns as soon as frames exist) lets the first fetch find audio.
+_aac.STARTUP_WAIT = max(_aac.STARTUP_WAIT, 0.5)
+
+from omni import NoSpeechError, SpeechModel, load_speech_model  # noqa: E402
+from omni.audio import SAMPLE_RATE, to_int16  # noqa: E402
+from omni.conversation import Conversation  # noqa: E402
+from omni.mp3 import encode_stream  # noqa: E402
+from omni.wav import write_wav  # noqa: E402
+from utils.vad import PauseDetectorOptions, SileroVad  # noqa: E402
+
+log = logging.getLogger("app")
+RECORDINGS = DATA / "recordings"  # every turn's audio, one folder per browser session
+CHUNK_S = 0.5  # the microphone's stream_every
+# Gradio 6 re-encodes streamed audio to AAC in an ffmpeg process and only collects the frames ready when the
+# next chunk arrives; an empty chunk after NUDGE_S of quiet collects the rest, so a clause is never held back
+# until the next one is written.
+NUDGE_S = 0.08
+MIC, REPLY = "mic", "reply"  # elem_ids the browser-side scripts find the components by
+
+# Gradio 6 ignores gr.Audio(recording=...) sent from the server, so the server flips a hidden number and these
+# scripts press the microphone's own buttons.
+PRESS_STOP = f"() => {{ document.querySelector('#{MIC} .stop-button')?.click(); }}"
+PRESS_RECORD = f"() => {{ document.querySelector('#{MIC} .record-button')?.click(); }}"
+SILENCE_REPLY = f"() => {{ document.querySelectorAll('#{REPLY} audio').forEach(a => a.pause()); }}"
+
+
+@dataclass
+class AppState:
+    """One browser session. Gradio deep-copies the empty default for every new session."""
+
+    conversation: Conversation | None = None
+    stopped: bool = False  # "Stop conversation" was pressed: nothing re-arms the microphone
+    chat: list[dict] = field(default_factory=list)  # what the Chatbot shows
+    turns: int = 0
+    turn_ended_at: float = 0.0  # perf_counter() at the end of the latest user turn
+    session: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+
+def wav_bytes(pcm: np.ndarray, sample_rate: int) -> bytes:
+    """A self-contained WAV chunk for the streaming output (see README: why not mp3 chunks on Gradio 6)."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(sample_rate)
+        f.writeframes(pcm.astype(np.int16).tobytes())
+    return buffer.getvalue()
+
+
+class VoiceChat:
+    """The app's event handlers around one shared speech model."""
+
+    def __init__(self, model: SpeechModel, vad_options: PauseDetectorOptions | None = None):
+        self.model = model
+        self.vad_options = vad_options or PauseDetectorOptions()
+        self.vad = SileroVad().load()  # loaded once; every session gets its own stream state (fork)
+
+    def conversation(self, state: AppState) -> Conversation:
+        if state.conversation is None:
+            state.conversation = Conversation(self.model, self.vad_options, vad=self.vad.fork())
+        return state.conversation
+
+    # --- microphone ------------------------------------------------------------------------------------
+
+    def on_chunk(self, chunk: tuple[int, np.ndarray] | None, state: AppState):
+        """Each 0.5 s of microphone audio. Returns (state, turn number when a turn just ended, else skip)."""
+        if state.stopped or chunk is None:
+            return state, gr.skip()
+        sample_rate, audio = chunk
+        try:
+            events = self.conversation(state).hear(audio, sample_rate)
+        except Exception as e:  # noqa: BLE001 - one bad chunk must not end the conversation
+            log.warning("dropped a microphone chunk: %s", e)
+            return state, gr.skip()
+        if any(e.kind == "end_of_turn" for e in events):
+            state.turns += 1
+            state.turn_ended_at = time.perf_counter()
+            return state, state.turns
+        return state, gr.skip()
+
+    # --- the reply ---------------------------------------------------------------------------------------
+
+    def respond(self, state: AppState) -> Iterator[tuple]:
+        """Stream the answer to the turn that just ended: (reply audio chunk, chat, state, re-arm signal)."""
+        conversation = state.conversation
+        if state.stopped or conversation is None:
+            return
+        folder = RECORDINGS / state.session
+        folder.mkdir(parents=True, exist_ok=True)
+        user_wav = folder / f"turn-{state.turns:03d}-user.wav"
+        write_wav(user_wav, to_int16(conversation.turn_audio()), SAMPLE_RATE)
+        user = {"role": "user", "content": [{"path": str(user_wav), "mime_type": "audio/wav"}]}
+        state.chat.append(user)
+        yield gr.skip(), state.chat, state, gr.skip()
+
+        assistant: dict | None = None
+        text, pcm = "", []
+        first_audio_s = None
+        held = False  # audio yielded that Gradio's AAC encoder may still hold back
+        log.debug("turn %d: answering %.0f ms after its end", state.turns, (time.perf_counter() - state.turn_ended_at) * 1000)
+        try:
+            for chunk in conversation.reply(heartbeat_s=NUDGE_S):
+                if chunk.empty:
+                    if held:  # the model is busy: have Gradio pass on the frames it encoded from the last chunk
+                        held = False
+                        yield wav_bytes(np.zeros(0, np.int16), self.model.sample_rate), state.chat, state, gr.skip()
+                elif chunk.transcript is not None:
+                    user["content"].append(chunk.transcript)
+                    assistant = {"role": "assistant", "content": ["…"]}
+                    state.chat.append(assistant)
+                    yield gr.skip(), state.chat, state, gr.skip()
+                elif chunk.text is not None and assistant is not None:
+                    text += chunk.text
+                    assistant["content"] = [text]
+                    yield gr.skip(), state.chat, state, gr.skip()
+                elif chunk.audio is not None:
+                    if first_audio_s is None:
+                        first_audio_s = time.perf_counter() - state.turn_ended_at
+                        log.info("turn %d: first reply audio %.0f ms after the end of the turn", state.turns, first_audio_s * 1000)
+                    log.debug("audio chunk %.2f s at +%.2f s", len(chunk.audio) / self.model.sample_rate, time.perf_counter() - state.turn_ended_at)
+                    pcm.append(chunk.audio)
+                    held = True
+                    yield wav_bytes(chunk.audio, self.model.sample_rate), state.chat, state, gr.skip()
+        except NoSpeechError:
+            state.chat.remove(user)
+            gr.Info("No words heard. I'm still listening.")
+            yield gr.skip(), state.chat, state, time.time()  # nothing will play: re-arm the microphone now
+            return
+        except Exception as e:  # noqa: BLE001 - a failed turn is reported; the conversation goes on
+            log.exception("the reply failed")
+            gr.Warning(f"The reply failed: {e}")
+            if assistant is not None and not pcm:
+                state.chat.remove(assistant)
+            yield gr.skip(), state.chat, state, time.time()
+            return
+        if assistant is not None and pcm:
+            reply_mp3 = folder / f"turn-{state.turns:03d}-reply.mp3"
+            reply_mp3.write_bytes(b"".join(encode_stream(pcm, self.model.sample_rate)))
+            assistant["content"] = [
+                text.strip(),
+                {"path": str(reply_mp3), "mime_type": "audio/mpeg"},
+                f"<sub>replied in {first_audio_s:.2f} s</sub>",  # end of the user's turn -> first reply audio
+            ]
+        yield gr.skip(), state.chat, state, gr.skip()
+
+    def on_reply_played(self, state: AppState):
+        """The reply finished playing: listen again (hands-free), unless the user stopped the conversation."""
+        return gr.skip() if state.stopped else time.time()
+
+    # --- buttons -----------------------------------------------------------------------------------------
+
+    def stop(self, state: AppState):
+        state.stopped = True
+        if state.conversation:
+            state.conversation.cancel()
+        return state, time.time()
+
+    def start(self, state: AppState):
+        state.stopped = False
+        if state.conversation:
+            state.conversation.cancel()  # forget any half-heard turn
+        return state, time.time()
+
+    def clear(self, state: AppState):
+        if state.conversation:
+            state.conversation.clear()
+        state.chat = []
+        return state, []
+
+
+def build_demo(chat: VoiceChat) -> gr.Blocks:
+    model = chat.model
+    models = getattr(model, "description", model.name)
+    with gr.Blocks(title="Omni voice chat") as demo:
+        gr.Markdown(
+            "## Omni voice chat\n"
+            "Press **Record** once and talk; pause and it answers out loud, then listens again by itself. "
+            f"<sub>Model: {models}, all local.</sub>"
+        )
+        state = gr.State(AppState())
+        # Hidden numbers: the server changes them, and their .change runs a script in the browser.
+        turn_ended = gr.Number(value=0, visible=False)
+        listen_again = gr.Number(value=0, visible=False)
+        silence = gr.Number(value=0, visible=False)
+        with gr.Row():
+            with gr.Column(scale=1):
+                mic = gr.Audio(sources=["microphone"], type="numpy", label="Your microphone", elem_id=MIC)
+                reply = gr.Audio(label="Reply", streaming=True, autoplay=True, interactive=False, elem_id=REPLY)
+                with gr.Row():
+                    stop = gr.Button("Stop conversation", variant="stop")
+                    start = gr.Button("Start again")
+                    clear = gr.Button("Clear history")
+            with gr.Column(scale=2):
+                chatbot = gr.Chatbot(label="Conversation", height=520)
+
+        mic.stream(
+            chat.on_chunk,
+            [mic, state],
+            [state, turn_ended],
+            stream_every=CHUNK_S,
+            time_limit=None,
+            concurrency_limit=None,  # a chunk costs ~1 ms: never queue one behind another session's
+        )
+        turn_ended.change(None, None, None, js=PRESS_STOP)
+        answering = turn_ended.change(chat.respond, [state], [reply, chatbot, state, listen_again])
+        played = reply.stop(chat.on_reply_played, [state], [listen_again])
+        listen_again.change(None, None, None, js=PRESS_RECORD)
+        stop.click(chat.stop, [state], [state, silence], cancels=[answering, played]).then(None, js=PRESS_STOP)
+        silence.change(None, None, None, js=SILENCE_REPLY)
+        start.click(chat.start, [state], [state, listen_again])
+        clear.click(chat.clear, [state], [state, chatbot])
+    return demo
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    log.info("loading the speech model (once, at start-up)...")
+    chat = VoiceChat(load_speech_model())
+    demo = build_demo(chat)
+    demo.queue(default_concurrency_limit=4).launch(allowed_paths=[str(RECORDINGS)])
+
+
+if __name__ == "__main__":
+    main()

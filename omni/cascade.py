@@ -94,11 +94,11 @@ class Cascade:
             nonlocal synth_s, spoken_s
             for piece in pieces:
                 t = time.perf_counter()
-                for pcm in self.tts.synthesize(piece):
+                for i, pcm in enumerate(self.tts.synthesize(piece)):
                     mark("first_audio_ms")
                     synth_s += time.perf_counter() - t
                     spoken_s += len(pcm) / self.sample_rate
-                    yield ReplyChunk(audio=pcm)
+                    yield ReplyChunk(audio=pcm, spoken="" if i else piece)
                     t = time.perf_counter()
 
         # Writing and speaking take turns in this one thread: on two cores, llama.cpp's two threads and piper

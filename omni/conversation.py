@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +26,9 @@ _DONE = object()
 @dataclass
 class ConversationOptions:
     speculate: bool = True  # start answering at the first pause; drop it if the user resumes
+    # Full duplex: keep listening while the reply is spoken and stop it when the user talks over it (with the
+    # pause detector's stricter barge-in start). Off: the guide's half duplex, nobody listens meanwhile.
+    barge_in: bool = False
     pre_roll_ms: int = 300  # audio kept before the detected start of speech (soft onsets)
     post_roll_ms: int = 200  # and after its end (soft endings), all of it already heard by then
 
@@ -87,6 +90,43 @@ class BackgroundReply:
         return self.chunks()
 
 
+INTERRUPTED = "[interrupted by the user]"  # how a cut-off reply reads in the history the model sees
+
+
+@dataclass
+class SpokenReply:
+    """What the current (or latest) reply said out loud, to keep only what was heard if it is interrupted."""
+
+    transcript: str = ""
+    text: str = ""
+    segments: list[tuple[float, str]] = field(default_factory=list)  # (seconds of audio, the words in it)
+    first_audio_at: float | None = None  # perf_counter() when its first audio was handed on
+    in_history: bool = False
+
+    def add_audio(self, seconds: float, words: str | None) -> None:
+        if words or not self.segments:
+            self.segments.append((seconds, words or ""))
+        else:  # more audio of the same words
+            last_seconds, last_words = self.segments[-1]
+            self.segments[-1] = (last_seconds + seconds, last_words)
+
+    def heard_text(self, heard_s: float) -> str:
+        """The reply's words within its first HEARD_S seconds of audio (a cut piece keeps a share of its words)."""
+        if not any(words for _, words in self.segments):  # the model did not say which audio says what
+            total = sum(seconds for seconds, _ in self.segments) or 1.0
+            words = self.text.split()
+            return " ".join(words[: round(len(words) * min(1.0, heard_s / total))])
+        kept, start = [], 0.0
+        for seconds, words in self.segments:
+            if start + seconds <= heard_s:
+                kept.append(words)
+            elif heard_s > start:
+                part = words.split()
+                kept.append(" ".join(part[: int(len(part) * (heard_s - start) / seconds)]))
+            start += seconds
+        return " ".join(k for k in kept if k)
+
+
 class Conversation:
     """One person's conversation with a speech model: turn-taking state plus the text history."""
 
@@ -101,16 +141,26 @@ class Conversation:
         self.options = options or ConversationOptions()
         self.detector = PauseDetector(vad_options, vad)
         self.history: list[Message] = []
+        self.spoken = SpokenReply()
+        self.speaking = False  # a reply is being generated or played: the user may barge in
+        self.interruptions = 0
         self._speculation: BackgroundReply | None = None
         self._reply: BackgroundReply | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def hear(self, audio: np.ndarray, sample_rate: int) -> list[VadEvent]:
-        """Feed a microphone chunk; returns what the pause detector noticed in it."""
+        """Feed a microphone chunk; returns what the pause detector noticed in it.
+
+        In full duplex, speech that starts while the assistant speaks is a barge-in: the reply is cancelled at
+        once and the history keeps only what was heard of it (`interruptions` counts them). The new turn has
+        been recorded from where that speech began.
+        """
         with self._lock:
             events = self.detector.feed(audio, sample_rate)
             for event in events:
-                if event.kind == "pause" and self.options.speculate and not self.detector.turn_ended:
+                if event.kind == "speech_start" and self.speaking and self.options.barge_in:
+                    self.interrupt()
+                elif event.kind == "pause" and self.options.speculate and not self.detector.turn_ended:
                     self._speculate(event)
                 elif event.kind == "resume" and self._speculation:
                     self._speculation.cancel()  # they went on talking: that answer is for a question not asked
@@ -146,8 +196,9 @@ class Conversation:
         """Answer the turn that just ended (or whatever was heard so far), then listen for the next one.
 
         Raises `NoSpeechError` when there was nothing to answer. The finished exchange is added to the history;
-        a cancelled one is not (see `cancel`). With HEARTBEAT_S, an empty chunk comes whenever the model has
-        been quiet that long (a streaming output may need a nudge to pass on what it holds).
+        a cancelled one is not (see `cancel`), an interrupted one only as far as it was heard (see `interrupt`).
+        With HEARTBEAT_S, an empty chunk comes whenever the model has been quiet that long (a streaming output
+        may need a nudge to pass on what it holds).
         """
         with self._lock:
             reply = self._speculation
@@ -155,17 +206,76 @@ class Conversation:
             if reply is None:
                 reply = BackgroundReply(self.model.respond(self.turn_audio(), SAMPLE_RATE, list(self.history)))
             self._reply = reply
-            self.detector.reset()  # the next turn starts now
+            self.spoken = spoken = SpokenReply()
+            self.speaking = True
+            self.detector.reset()  # the next turn starts now: in full duplex, maybe over this reply
+            self.detector.barge_in = self.options.barge_in
         try:
             for chunk in reply.chunks(heartbeat_s):
-                if chunk.turn is not None:
-                    self.history.extend(chunk.turn.messages())
+                with self._lock:
+                    if reply.cancelled:
+                        return
+                    if chunk.transcript is not None:
+                        spoken.transcript = chunk.transcript
+                    elif chunk.text is not None:
+                        spoken.text += chunk.text
+                    elif chunk.audio is not None:
+                        spoken.first_audio_at = spoken.first_audio_at or time.perf_counter()
+                        spoken.add_audio(len(chunk.audio) / self.model.sample_rate, chunk.spoken)
+                    elif chunk.turn is not None:
+                        self.history.extend(chunk.turn.messages())
+                        spoken.in_history = True
                 yield chunk
+        except BaseException:
+            self.played()  # a failed reply will not be played
+            raise
         finally:
             reply.cancel()
             with self._lock:
                 if self._reply is reply:
                     self._reply = None
+
+    def played(self) -> None:
+        """The reply has finished playing (or will not play): back to normal listening."""
+        with self._lock:
+            self.speaking = False
+            self.detector.barge_in = False
+
+    def interrupt(self, heard_s: float | None = None) -> None:
+        """Stop the reply being spoken; the history keeps what the user heard of it, marked as interrupted.
+
+        HEARD_S defaults to the time since its first audio was handed on; `heard` corrects it later with the
+        player's own count.
+        """
+        with self._lock:
+            if self._reply:
+                self._reply.cancel()
+                self._reply = None
+            self.played()  # the user's new turn has begun: normal rules for the rest of it
+            self.interruptions += 1
+            spoken = self.spoken
+            if not spoken.transcript:
+                return  # cut off before it understood anything: nothing to remember
+            if heard_s is None:
+                heard_s = time.perf_counter() - spoken.first_audio_at if spoken.first_audio_at else 0.0
+            said: Message = {"role": "assistant", "content": self._interrupted_text(heard_s)}
+            if spoken.in_history:
+                self.history[-1] = said
+            else:
+                self.history.extend([{"role": "user", "content": spoken.transcript}, said])
+                spoken.in_history = True
+
+    def heard(self, heard_s: float) -> str:
+        """Set the interrupted reply in the history to its first HEARD_S seconds (as the player counted)."""
+        with self._lock:
+            text = self._interrupted_text(heard_s)
+            if self.spoken.in_history and self.history and self.history[-1]["role"] == "assistant":
+                self.history[-1] = {"role": "assistant", "content": text}
+            return text
+
+    def _interrupted_text(self, heard_s: float) -> str:
+        heard = self.spoken.heard_text(max(0.0, heard_s))
+        return f"{heard}... {INTERRUPTED}" if heard else INTERRUPTED
 
     def cancel(self) -> None:
         """Stop whatever is being generated and forget the turn in progress (the history is kept)."""
@@ -174,6 +284,7 @@ class Conversation:
                 if reply:
                     reply.cancel()
             self._speculation = self._reply = None
+            self.played()
             self.detector.reset()
 
     def clear(self) -> None:

@@ -45,6 +45,9 @@ class ReplyChunk:
     text: str | None = None  # a delta of the reply text
     audio: np.ndarray | None = None  # mono int16 PCM at `SpeechModel.sample_rate`
     turn: Turn | None = None  # the last chunk: the finished exchange
+    # On audio chunks, when the model knows: the words this audio starts to say ("" = more of the same words).
+    # It lets an interrupted reply be cut to what the user actually heard.
+    spoken: str | None = None
 
     @property
     def empty(self) -> bool:

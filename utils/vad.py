@@ -142,6 +142,10 @@ class PauseDetectorOptions:
     barge_in_threshold, barge_in_min_ms: used for speech_start instead of speech_threshold and
         min_speech_ms when the detector is in barge-in mode (the user may interrupt the assistant while
         it talks: echo and noise leak into the microphone then, so the bar is higher: 0.8 and 300 ms).
+    barge_in_min_dbfs: in barge-in mode the speech run must also average at least this level (-40 dBFS).
+        Silero hears speech at any level, including the assistant's own voice leaking back past the
+        browser's echo cancellation (~-46 dBFS for our voice 30 dB down); a person talking into the
+        microphone is far louder (-28 to -33 dBFS on the quiet test recordings).
     """
 
     speech_threshold: float = 0.5
@@ -152,6 +156,7 @@ class PauseDetectorOptions:
     max_turn_s: float = 30.0
     barge_in_threshold: float = 0.8
     barge_in_min_ms: float = 300.0
+    barge_in_min_dbfs: float = -40.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.silence_threshold <= self.speech_threshold <= 1.0:
@@ -236,6 +241,7 @@ class PauseDetector:
         self._paused = False  # a pause event is out and no resume yet
         self._run_start: int | None = None  # before speech_start: start of the candidate speech run
         self._run_frames = 0  # ... and its frames above the start threshold
+        self._run_power = 0.0  # ... and their summed mean-square level (barge-in needs a loud run)
         self._speech_start: int | None = None
         self._silence_start: int | None = None  # after speech_start: where the current silence began
         self._speech_end: int | None = None
@@ -324,13 +330,14 @@ class PauseDetector:
         new: list[VadEvent] = []
         while not self._ended and self._n - self._pos >= FRAME:
             start = self._pos
-            prob = self.vad(self._buf[start : start + FRAME])
+            frame = self._buf[start : start + FRAME]
+            prob = self.vad(frame)
             self._pos += FRAME
-            self._step(prob, start, new)
+            self._step(prob, start, new, float(np.mean(frame.astype(np.float64) ** 2)))
         self._events.extend(new)
         return new
 
-    def _step(self, prob: float, start: int, out: list[VadEvent]) -> None:
+    def _step(self, prob: float, start: int, out: list[VadEvent], power: float = 0.0) -> None:
         o = self.options
         end = start + FRAME
         if not self._started:
@@ -340,9 +347,13 @@ class PauseDetector:
             needed = _frames(o.barge_in_min_ms if self.barge_in else o.min_speech_ms)
             if prob >= threshold:
                 if self._run_start is None:
-                    self._run_start = start
+                    self._run_start, self._run_power = start, 0.0
                 self._run_frames += 1
-                if self._run_frames >= needed:
+                self._run_power += power
+                # In barge-in mode the run must also be loud on average: the assistant's own voice leaking
+                # back into the microphone is speech too, but far quieter than someone talking into it.
+                loud = not self.barge_in or 10 * math.log10(self._run_power / self._run_frames + 1e-12) >= o.barge_in_min_dbfs
+                if self._run_frames >= needed and loud:
                     self._started = True
                     self._speech_start = self._run_start
                     out.append(VadEvent("speech_start", self._run_start, end))

@@ -4,6 +4,9 @@ The shape of Gradio's "conversational chatbot with mini omni" guide: the microph
 per-session `AppState`; the Silero pause detector ends the turn by itself; the speech model's reply streams into
 an autoplaying audio output while the Chatbot keeps the audio and text of every turn.
 
+By default it is full duplex: the microphone stays on while the reply plays, and talking over the assistant stops
+it (the "Let me interrupt" box, or OMNI_DUPLEX=0, gives the guide's half duplex).
+
     python app.py            # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are honoured)
     OMNI_MODEL=mini-omni python app.py
 """
@@ -37,7 +40,7 @@ _aac.STARTUP_WAIT = max(_aac.STARTUP_WAIT, 0.5)
 
 from omni import NoSpeechError, SpeechModel, load_speech_model  # noqa: E402
 from omni.audio import SAMPLE_RATE, to_int16  # noqa: E402
-from omni.conversation import Conversation  # noqa: E402
+from omni.conversation import Conversation, ConversationOptions  # noqa: E402
 from omni.mp3 import encode_stream  # noqa: E402
 from omni.wav import write_wav  # noqa: E402
 from utils.vad import PauseDetectorOptions, SileroVad  # noqa: E402
@@ -50,12 +53,19 @@ CHUNK_S = 0.5  # the microphone's stream_every
 # until the next one is written.
 NUDGE_S = 0.08
 MIC, REPLY = "mic", "reply"  # elem_ids the browser-side scripts find the components by
+DUPLEX = os.environ.get("OMNI_DUPLEX", "1") != "0"
 
 # Gradio 6 ignores gr.Audio(recording=...) sent from the server, so the server flips a hidden number and these
-# scripts press the microphone's own buttons.
+# scripts press the microphone's own buttons or pause the player.
 PRESS_STOP = f"() => {{ document.querySelector('#{MIC} .stop-button')?.click(); }}"
 PRESS_RECORD = f"() => {{ document.querySelector('#{MIC} .record-button')?.click(); }}"
 SILENCE_REPLY = f"() => {{ document.querySelectorAll('#{REPLY} audio').forEach(a => a.pause()); }}"
+# On a barge-in: stop playback at once and tell the server how much of the reply was actually heard.
+CUT_REPLY = f"""() => {{
+  let heard = 0;
+  document.querySelectorAll('#{REPLY} audio').forEach(a => {{ heard = Math.max(heard, a.currentTime); a.pause(); }});
+  return heard;
+}}"""
 
 
 @dataclass
@@ -63,10 +73,12 @@ class AppState:
     """One browser session. Gradio deep-copies the empty default for every new session."""
 
     conversation: Conversation | None = None
+    duplex: bool = DUPLEX  # listen while the reply plays, and let the user interrupt it
     stopped: bool = False  # "Stop conversation" was pressed: nothing re-arms the microphone
     chat: list[dict] = field(default_factory=list)  # what the Chatbot shows
     turns: int = 0
     turn_ended_at: float = 0.0  # perf_counter() at the end of the latest user turn
+    interrupted: dict | None = None  # the Chatbot message of a reply cut off by the user
     session: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
@@ -81,6 +93,10 @@ def wav_bytes(pcm: np.ndarray, sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
+def interrupted_note(text: str) -> str:
+    return f"{text} <sub>(interrupted)</sub>" if text else "<sub>(interrupted)</sub>"
+
+
 class VoiceChat:
     """The app's event handlers around one shared speech model."""
 
@@ -91,26 +107,39 @@ class VoiceChat:
 
     def conversation(self, state: AppState) -> Conversation:
         if state.conversation is None:
-            state.conversation = Conversation(self.model, self.vad_options, vad=self.vad.fork())
+            options = ConversationOptions(barge_in=state.duplex)
+            state.conversation = Conversation(self.model, self.vad_options, options, vad=self.vad.fork())
         return state.conversation
 
     # --- microphone ------------------------------------------------------------------------------------
 
     def on_chunk(self, chunk: tuple[int, np.ndarray] | None, state: AppState):
-        """Each 0.5 s of microphone audio. Returns (state, turn number when a turn just ended, else skip)."""
+        """Each 0.5 s of microphone audio -> (state, turn ended, microphone off, barge-in), signals or skips."""
         if state.stopped or chunk is None:
-            return state, gr.skip()
+            return state, gr.skip(), gr.skip(), gr.skip()
         sample_rate, audio = chunk
+        conversation = self.conversation(state)
+        interruptions = conversation.interruptions
         try:
-            events = self.conversation(state).hear(audio, sample_rate)
+            events = conversation.hear(audio, sample_rate)
         except Exception as e:  # noqa: BLE001 - one bad chunk must not end the conversation
             log.warning("dropped a microphone chunk: %s", e)
-            return state, gr.skip()
+            return state, gr.skip(), gr.skip(), gr.skip()
+        now = time.time()
+        barged_in = now if conversation.interruptions > interruptions else gr.skip()
         if any(e.kind == "end_of_turn" for e in events):
             state.turns += 1
             state.turn_ended_at = time.perf_counter()
-            return state, state.turns
-        return state, gr.skip()
+            return state, state.turns, gr.skip() if state.duplex else now, barged_in
+        return state, gr.skip(), gr.skip(), barged_in
+
+    def on_heard(self, heard_s: float | None, state: AppState):
+        """The player reports how much of the interrupted reply was heard: keep exactly that."""
+        if state.conversation is None or state.interrupted is None or heard_s is None:
+            return gr.skip(), state
+        state.interrupted["content"][0] = interrupted_note(state.conversation.heard(float(heard_s)))
+        state.interrupted = None
+        return state.chat, state
 
     # --- the reply ---------------------------------------------------------------------------------------
 
@@ -131,7 +160,7 @@ class VoiceChat:
         text, pcm = "", []
         first_audio_s = None
         held = False  # audio yielded that Gradio's AAC encoder may still hold back
-        log.debug("turn %d: answering %.0f ms after its end", state.turns, (time.perf_counter() - state.turn_ended_at) * 1000)
+        interruptions = conversation.interruptions
         try:
             for chunk in conversation.reply(heartbeat_s=NUDGE_S):
                 if chunk.empty:
@@ -151,37 +180,54 @@ class VoiceChat:
                     if first_audio_s is None:
                         first_audio_s = time.perf_counter() - state.turn_ended_at
                         log.info("turn %d: first reply audio %.0f ms after the end of the turn", state.turns, first_audio_s * 1000)
-                    log.debug("audio chunk %.2f s at +%.2f s", len(chunk.audio) / self.model.sample_rate, time.perf_counter() - state.turn_ended_at)
                     pcm.append(chunk.audio)
                     held = True
                     yield wav_bytes(chunk.audio, self.model.sample_rate), state.chat, state, gr.skip()
         except NoSpeechError:
             state.chat.remove(user)
             gr.Info("No words heard. I'm still listening.")
-            yield gr.skip(), state.chat, state, time.time()  # nothing will play: re-arm the microphone now
+            yield gr.skip(), state.chat, state, self.listen_again(state)  # nothing will play
             return
         except Exception as e:  # noqa: BLE001 - a failed turn is reported; the conversation goes on
             log.exception("the reply failed")
             gr.Warning(f"The reply failed: {e}")
             if assistant is not None and not pcm:
                 state.chat.remove(assistant)
-            yield gr.skip(), state.chat, state, time.time()
+            yield gr.skip(), state.chat, state, self.listen_again(state)
             return
-        if assistant is not None and pcm:
+        if assistant is None:
+            return  # stopped before the user's words were understood
+        content: list = [text.strip()]
+        if pcm:
             reply_mp3 = folder / f"turn-{state.turns:03d}-reply.mp3"
             reply_mp3.write_bytes(b"".join(encode_stream(pcm, self.model.sample_rate)))
-            assistant["content"] = [
-                text.strip(),
-                {"path": str(reply_mp3), "mime_type": "audio/mpeg"},
-                f"<sub>replied in {first_audio_s:.2f} s</sub>",  # end of the user's turn -> first reply audio
-            ]
+            content.append({"path": str(reply_mp3), "mime_type": "audio/mpeg"})
+        if conversation.interruptions > interruptions:
+            # Cut off by the user: show what the history keeps until the player says how much it played.
+            content[0] = interrupted_note(conversation.spoken.heard or "")
+            state.interrupted = assistant
+        elif first_audio_s is not None:
+            content.append(f"<sub>replied in {first_audio_s:.2f} s</sub>")  # end of the user's turn -> first audio
+        assistant["content"] = content
         yield gr.skip(), state.chat, state, gr.skip()
+
+    def listen_again(self, state: AppState):
+        """A signal that re-arms the microphone (half duplex only: in full duplex it never went off)."""
+        if state.conversation:
+            state.conversation.played()
+        return gr.skip() if state.stopped or state.duplex else time.time()
 
     def on_reply_played(self, state: AppState):
         """The reply finished playing: listen again (hands-free), unless the user stopped the conversation."""
-        return gr.skip() if state.stopped else time.time()
+        return self.listen_again(state)
 
-    # --- buttons -----------------------------------------------------------------------------------------
+    # --- controls ----------------------------------------------------------------------------------------
+
+    def set_duplex(self, duplex: bool, state: AppState):
+        state.duplex = bool(duplex)
+        if state.conversation:
+            state.conversation.options.barge_in = state.duplex
+        return state
 
     def stop(self, state: AppState):
         state.stopped = True
@@ -199,6 +245,7 @@ class VoiceChat:
         if state.conversation:
             state.conversation.clear()
         state.chat = []
+        state.interrupted = None
         return state, []
 
 
@@ -208,18 +255,23 @@ def build_demo(chat: VoiceChat) -> gr.Blocks:
     with gr.Blocks(title="Omni voice chat") as demo:
         gr.Markdown(
             "## Omni voice chat\n"
-            "Press **Record** once and talk; pause and it answers out loud, then listens again by itself. "
+            "Press **Record** once and talk. Pause and it answers out loud, then listens again by itself; "
+            "talk over it to interrupt. "
             f"<sub>Model: {models}, all local.</sub>"
         )
         state = gr.State(AppState())
         # Hidden numbers: the server changes them, and their .change runs a script in the browser.
         turn_ended = gr.Number(value=0, visible=False)
+        mic_off = gr.Number(value=0, visible=False)
         listen_again = gr.Number(value=0, visible=False)
+        barged_in = gr.Number(value=0, visible=False)
+        heard = gr.Number(value=0, visible=False)
         silence = gr.Number(value=0, visible=False)
         with gr.Row():
             with gr.Column(scale=1):
                 mic = gr.Audio(sources=["microphone"], type="numpy", label="Your microphone", elem_id=MIC)
                 reply = gr.Audio(label="Reply", streaming=True, autoplay=True, interactive=False, elem_id=REPLY)
+                duplex = gr.Checkbox(value=DUPLEX, label="Let me interrupt (keep listening while it speaks)")
                 with gr.Row():
                     stop = gr.Button("Stop conversation", variant="stop")
                     start = gr.Button("Start again")
@@ -230,15 +282,18 @@ def build_demo(chat: VoiceChat) -> gr.Blocks:
         mic.stream(
             chat.on_chunk,
             [mic, state],
-            [state, turn_ended],
+            [state, turn_ended, mic_off, barged_in],
             stream_every=CHUNK_S,
             time_limit=None,
             concurrency_limit=None,  # a chunk costs ~1 ms: never queue one behind another session's
         )
-        turn_ended.change(None, None, None, js=PRESS_STOP)
+        mic_off.change(None, None, None, js=PRESS_STOP)
         answering = turn_ended.change(chat.respond, [state], [reply, chatbot, state, listen_again])
         played = reply.stop(chat.on_reply_played, [state], [listen_again])
         listen_again.change(None, None, None, js=PRESS_RECORD)
+        barged_in.change(None, None, [heard], js=CUT_REPLY)
+        heard.change(chat.on_heard, [heard, state], [chatbot, state])
+        duplex.change(chat.set_duplex, [duplex, state], [state])
         stop.click(chat.stop, [state], [state, silence], cancels=[answering, played]).then(None, js=PRESS_STOP)
         silence.change(None, None, None, js=SILENCE_REPLY)
         start.click(chat.start, [state], [state, listen_again])

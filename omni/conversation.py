@@ -102,6 +102,7 @@ class SpokenReply:
     segments: list[tuple[float, str]] = field(default_factory=list)  # (seconds of audio, the words in it)
     first_audio_at: float | None = None  # perf_counter() when its first audio was handed on
     in_history: bool = False
+    heard: str | None = None  # once interrupted: the words the user heard
 
     def add_audio(self, seconds: float, words: str | None) -> None:
         if words or not self.segments:
@@ -266,15 +267,17 @@ class Conversation:
                 spoken.in_history = True
 
     def heard(self, heard_s: float) -> str:
-        """Set the interrupted reply in the history to its first HEARD_S seconds (as the player counted)."""
+        """Set the interrupted reply in the history to its first HEARD_S seconds (as the player counted).
+
+        Returns the words kept."""
         with self._lock:
             text = self._interrupted_text(heard_s)
             if self.spoken.in_history and self.history and self.history[-1]["role"] == "assistant":
                 self.history[-1] = {"role": "assistant", "content": text}
-            return text
+            return self.spoken.heard or ""
 
     def _interrupted_text(self, heard_s: float) -> str:
-        heard = self.spoken.heard_text(max(0.0, heard_s))
+        self.spoken.heard = heard = self.spoken.heard_text(max(0.0, heard_s))
         return f"{heard}... {INTERRUPTED}" if heard else INTERRUPTED
 
     def cancel(self) -> None:

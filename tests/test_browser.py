@@ -1,0 +1,210 @@
+"""End to end in a real Chromium: the app as a person uses it, with a fake microphone that speaks real audio.
+
+The fake microphone replaces getUserMedia with a Web Audio stream that plays a WAV chosen by the test
+(`window.__clip`), so each time the app re-arms the microphone the test decides what the "user" says next.
+Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from omni.audio import SAMPLE_RATE, load_audio
+from omni.wav import write_wav
+
+ROOT = Path(__file__).resolve().parent.parent
+QUESTIONS = ROOT / "tests" / "data" / "questions"
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+
+pytestmark = pytest.mark.browser
+
+FAKE_MIC = """
+(() => {
+  const clips = %s;
+  window.__clip = 0;
+  window.__micStarts = [];
+  window.__pausedAt = null;
+  const ctx = new AudioContext();
+  navigator.mediaDevices.getUserMedia = async () => {
+    await ctx.resume();
+    const dest = ctx.createMediaStreamDestination();
+    const bytes = Uint8Array.from(atob(clips[window.__clip]), c => c.charCodeAt(0));
+    const source = ctx.createBufferSource();
+    source.buffer = await ctx.decodeAudioData(bytes.buffer);
+    source.connect(dest);
+    source.start();
+    window.__micStarts.push(performance.now());
+    return dest.stream;
+  };
+  navigator.mediaDevices.enumerateDevices = async () =>
+    [{deviceId: "default", kind: "audioinput", label: "Test microphone", groupId: "test"}];
+  document.addEventListener("pause", e => { if (e.target.closest("#reply")) window.__pausedAt = performance.now(); }, true);
+})();
+"""
+
+
+def clip(*parts: str | float) -> str:
+    """A WAV (base64) of question files and pauses (seconds), e.g. clip(0.5, "capital", 4.0)."""
+    audio = []
+    for part in parts:
+        if isinstance(part, str):
+            audio.append(load_audio(QUESTIONS / f"{part}.wav"))
+        else:
+            audio.append(np.zeros(int(part * SAMPLE_RATE), np.float32))
+    path = ARTIFACTS / "clip.wav"
+    write_wav(path, (np.concatenate(audio) * 32767).astype(np.int16), SAMPLE_RATE)
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: ./setup.sh --test installs it")
+        pytest.skip(f"{CHROMIUM} is missing (./setup.sh --test installs it)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = open(ARTIFACTS / "app.log", "w")
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            assert process.poll() is None, (ARTIFACTS / "app.log").read_text()[-3000:]
+            time.sleep(1)
+    else:
+        process.kill()
+        pytest.fail("the app did not start in 180 s")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture
+def browser_page(server):
+    from playwright.sync_api import sync_playwright
+
+    def open_page(clips: list[str]):
+        page = context.new_page()
+        page.add_init_script(FAKE_MIC % ("[" + ",".join(f'"{c}"' for c in clips) + "]"))
+        page.goto(server)
+        page.wait_for_selector("#mic .record-button", timeout=30_000)
+        return page
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(ARTIFACTS / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
+            ],
+        )
+        yield open_page
+        context.close()
+
+
+def recording(page) -> bool:
+    return page.locator("#mic .stop-button").count() > 0
+
+
+def reply_playing(page) -> bool:
+    return page.evaluate("() => [...document.querySelectorAll('#reply audio')].some(a => !a.paused && a.currentTime > 0)")
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def text_of(page, role: str) -> str:
+    """All the chat text on one side ("user" or "bot"), in order."""
+    return "\n".join(page.locator(f"[data-testid={role}]").all_inner_texts())
+
+
+def audio_players(page, role: str) -> int:
+    return page.locator(f"[data-testid={role}] [data-testid^=waveform]").count()
+
+
+def test_hands_free_half_duplex(browser_page):
+    page = browser_page([clip(0.5, "name_anna", 20.0), clip(0.5, "what_name", 20.0)])
+    page.get_by_label("Let me interrupt").uncheck()  # the guide's half duplex
+    page.click("#mic .record-button")
+    wait_for(lambda: recording(page), 10, "recording to start")
+
+    # (a) recording stops by itself after the question, (b) the reply plays, (c) both turns have audio and text.
+    wait_for(lambda: not recording(page), 20, "recording to stop at the end of the turn")
+    page.evaluate("() => { window.__clip = 1; }")  # what the user says when the microphone comes back
+    wait_for(lambda: reply_playing(page), 30, "the reply to play")
+    wait_for(lambda: audio_players(page, "bot") == 1, 30, "the reply's audio in the chat")
+    assert "anna" in text_of(page, "user").lower() and audio_players(page, "user") == 1
+    assert "replied in" in text_of(page, "bot")
+    assert len(text_of(page, "bot").split()) > 3
+
+    # (d) when the reply has played, the microphone re-arms by itself and the second question uses the first.
+    wait_for(lambda: recording(page), 60, "the microphone to re-arm after the reply")
+    wait_for(lambda: audio_players(page, "user") == 2, 30, "the second question")
+    wait_for(lambda: "what is my name" in text_of(page, "user").lower(), 10, "the second transcript")
+    wait_for(lambda: audio_players(page, "bot") == 2, 60, "the second reply")
+    second_reply = text_of(page, "bot").split("replied in")[-2]
+    assert "anna" in second_reply.lower(), second_reply
+    page.screenshot(path=str(ARTIFACTS / "half-duplex.png"), full_page=True)
+
+    # (e) Stop conversation stops recording and playback, and nothing re-arms.
+    wait_for(lambda: recording(page) or reply_playing(page), 60, "the loop to continue")
+    page.click("text=Stop conversation")
+    wait_for(lambda: not recording(page) and not reply_playing(page), 5, "everything to stop")
+    time.sleep(3)
+    assert not recording(page) and not reply_playing(page)
+    assert audio_players(page, "user") == 2  # the history stays visible
+    page.screenshot(path=str(ARTIFACTS / "stopped.png"), full_page=True)
+
+
+def test_barge_in_full_duplex(browser_page):
+    """A long answer is playing; the user talks over it: playback stops and the new question is answered."""
+    dragon = load_audio(QUESTIONS / "dragon.wav")
+    interruption = load_audio(QUESTIONS / "name_anna.wav")
+    # When the interrupting words begin in the clip: its offset plus the first sample of the speech itself.
+    talk_over_at = 0.5 + dragon.size / SAMPLE_RATE + 6.0 + np.argmax(np.abs(interruption) > 0.02) / SAMPLE_RATE
+    page = browser_page([clip(0.5, "dragon", 6.0, "name_anna", 30.0)])
+    assert page.get_by_label("Let me interrupt").is_checked()  # full duplex is the default
+    page.click("#mic .record-button")
+    wait_for(lambda: reply_playing(page), 30, "the story to play")
+    assert recording(page)  # still listening while it speaks
+
+    wait_for(lambda: page.evaluate("() => window.__pausedAt"), 20, "playback to stop when the user talks over it")
+    onset_ms = page.evaluate(f"() => window.__micStarts[0] + {talk_over_at * 1000}")
+    stopped_after_ms = page.evaluate("() => window.__pausedAt") - onset_ms
+    (ARTIFACTS / "barge-in-ms.txt").write_text(f"{stopped_after_ms:.0f}\n")
+    print(f"barge-in speech start -> playback stopped: {stopped_after_ms:.0f} ms")
+    assert 0 < stopped_after_ms < 2000
+
+    wait_for(lambda: "(interrupted)" in text_of(page, "bot"), 20, "the story marked interrupted")
+    wait_for(lambda: audio_players(page, "user") == 2, 30, "the interruption heard as a turn")
+    wait_for(lambda: "anna" in text_of(page, "user").lower().split("dragon")[-1], 30, "the interruption's words")
+    wait_for(lambda: "anna" in text_of(page, "bot").lower().split("(interrupted)")[-1], 60, "an answer to the interruption")
+    page.screenshot(path=str(ARTIFACTS / "barge-in.png"), full_page=True)
+    page.click("text=Stop conversation")

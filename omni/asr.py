@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,9 +29,17 @@ class AsrOptions:
     language: str | None = "en"
     beam_size: int = 1  # greedy: beam 5 costs ~2x for a small gain on clean speech (and takes the long path)
     threads: int = min(2, os.cpu_count() or 1)
-    # Whisper invents words ("Thank you.") on noise; drop segments it is itself unsure contain speech.
-    no_speech_threshold: float = 0.6
-    min_avg_logprob: float = -1.0
+    # Whisper invents words on noise ("Thank you.", "the", "Ch-ch-ch-ch..."). Its own rules, kept here:
+    no_speech_threshold: float = 0.6  # unsure there is speech ...
+    min_avg_logprob: float = -1.0  # ... and unsure of the words: silence
+    gibberish_logprob: float = -2.0  # this unsure of the words (reversed speech scores -5, clear speech -0.1)
+    compression_ratio_threshold: float = 2.4  # text this repetitive is a decoding loop, not speech
+
+    def is_hallucination(self, text: str, no_speech_prob: float, avg_logprob: float) -> bool:
+        data = text.encode()
+        repetitive = len(data) / max(1, len(zlib.compress(data))) > self.compression_ratio_threshold
+        silence = no_speech_prob > self.no_speech_threshold and avg_logprob < self.min_avg_logprob
+        return repetitive or silence or avg_logprob < self.gibberish_logprob
 
 
 class Transcriber:
@@ -81,9 +90,8 @@ class Transcriber:
             suppress_blank=True,
             suppress_tokens=[-1],
         )[0]
-        if result.no_speech_prob > self.options.no_speech_threshold and result.scores[0] < self.options.min_avg_logprob:
-            return ""
-        return self.model.hf_tokenizer.decode(result.sequences_ids[0]).strip()
+        text = self.model.hf_tokenizer.decode(result.sequences_ids[0]).strip()
+        return "" if self.options.is_hallucination(text, result.no_speech_prob, result.scores[0]) else text
 
     def _transcribe_long(self, audio: np.ndarray) -> str:
         segments, _ = self.model.transcribe(
@@ -94,9 +102,5 @@ class Transcriber:
             condition_on_previous_text=False,
             vad_filter=False,  # our own VAD already cut the turn
         )
-        words = [
-            s.text.strip()
-            for s in segments
-            if not (s.no_speech_prob > self.options.no_speech_threshold and s.avg_logprob < self.options.min_avg_logprob)
-        ]
+        words = [s.text.strip() for s in segments if not self.options.is_hallucination(s.text, s.no_speech_prob, s.avg_logprob)]
         return " ".join(w for w in words if w)

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,9 +23,10 @@ from omni.tts import Speaker
 
 @dataclass
 class CascadeOptions:
-    asr: str = os.environ.get("OMNI_ASR", "whisper-base")
-    llm: str = os.environ.get("OMNI_LLM", "qwen2.5-1.5b")
-    tts: str = os.environ.get("OMNI_TTS", "piper-joe")
+    # Read when the options are made, so that the CLIs' flags (which set these variables) count.
+    asr: str = field(default_factory=lambda: os.environ.get("OMNI_ASR", "whisper-base"))
+    llm: str = field(default_factory=lambda: os.environ.get("OMNI_LLM", "qwen2.5-1.5b"))
+    tts: str = field(default_factory=lambda: os.environ.get("OMNI_TTS", "piper-joe"))
     first_clause_words: int = 3  # the first clause is spoken once it is this long
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from omni.models import resolve
 from omni.speech_model import Message
@@ -18,7 +18,7 @@ SYSTEM_PROMPT = (
 
 @dataclass
 class LlmOptions:
-    system_prompt: str = os.environ.get("OMNI_SYSTEM_PROMPT", SYSTEM_PROMPT)
+    system_prompt: str = field(default_factory=lambda: os.environ.get("OMNI_SYSTEM_PROMPT", SYSTEM_PROMPT))
     max_tokens: int = 160  # about three spoken sentences
     temperature: float = 0.3  # low: small models wander at higher temperatures
     top_p: float = 0.9

@@ -65,3 +65,11 @@ def test_forty_seconds_of_speech(cascade, recordings):
             texts.append(text)
     transcript = cascade.transcribe(np.concatenate(pieces))
     assert wer([" ".join(texts)], [transcript]) <= 0.15
+
+
+def test_speech_like_sounds_without_words_give_no_words(cascade, recordings):
+    """Whisper hears "the" in reversed speech and "Ch-ch-ch..." in babble; neither may reach the chat model."""
+    audio, _ = recordings["spk1_snt1.wav"]
+    babble = sum(np.roll(audio, k * 3000) for k in range(6)).astype(np.float32) / 3
+    assert cascade.transcribe(audio[::-1].copy()) == ""
+    assert cascade.transcribe(babble) == ""

@@ -39,10 +39,10 @@ import gradio.audio_stream_encoder as _aac  # noqa: E402
 # second later. Waiting up to 0.5 s (it returns as soon as frames exist) lets the first fetch find audio.
 _aac.STARTUP_WAIT = max(_aac.STARTUP_WAIT, 0.5)
 
-from omni import MODELS, NoSpeechError, SpeechModel, load_speech_model  # noqa: E402
+from omni import NoSpeechError, SpeechModel, add_model_arguments, load_speech_model, use_model_arguments  # noqa: E402
 from omni.audio import SAMPLE_RATE, to_int16  # noqa: E402
 from omni.conversation import Conversation, ConversationOptions  # noqa: E402
-from omni.models import REGISTRY, ModelError  # noqa: E402
+from omni.models import ModelError  # noqa: E402
 from omni.mp3 import encode_stream  # noqa: E402
 from omni.wav import write_wav  # noqa: E402
 from utils.vad import PauseDetectorOptions, SileroVad  # noqa: E402
@@ -305,19 +305,15 @@ def build_demo(chat: VoiceChat) -> gr.Blocks:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Hands-free voice chat in the browser")
-    parser.add_argument("--model", choices=MODELS, default=os.environ.get("OMNI_MODEL", "cascade"))
-    parser.add_argument("--llm", choices=[k for k in REGISTRY if k.startswith("qwen")], help="the cascade's LLM")
-    parser.add_argument("--asr", choices=[k for k in REGISTRY if k.startswith("whisper")], help="the cascade's ASR")
+    add_model_arguments(parser)
     args = parser.parse_args(argv)
-    for name, value in (("OMNI_LLM", args.llm), ("OMNI_ASR", args.asr)):
-        if value:
-            os.environ[name] = value  # read by CascadeOptions, as for the CLI
+    use_model_arguments(args)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     log.info("loading the speech model (once, at start-up)...")
     try:
         model = load_speech_model(args.model)
-    except (ModelError, FileNotFoundError, ValueError) as e:
+    except ModelError as e:
         raise SystemExit(f"error: {e}") from None
     chat = VoiceChat(model)
     demo = build_demo(chat)

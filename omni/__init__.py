@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import time
 
 from omni.speech_model import Message, NoSpeechError, ReplyChunk, SpeechModel, Turn
 
-__all__ = ["MODELS", "Message", "NoSpeechError", "ReplyChunk", "SpeechModel", "Turn", "load_speech_model"]
+__all__ = [
+    "MODELS",
+    "Message",
+    "NoSpeechError",
+    "ReplyChunk",
+    "SpeechModel",
+    "Turn",
+    "add_model_arguments",
+    "load_speech_model",
+    "use_model_arguments",
+]
 
 MODELS = ("cascade", "mini-omni")
 log = logging.getLogger("omni")
@@ -29,8 +40,28 @@ def load_speech_model(name: str | None = None, warm_up: bool = True) -> SpeechMo
         return model
     if name == "mini-omni":
         from omni import mini_omni
+        from omni.models import ModelError
 
-        model = mini_omni.load()
+        try:
+            model = mini_omni.load()
+        except (mini_omni.MissingCheckpointError, mini_omni.CheckpointMismatchError) as e:
+            raise ModelError(str(e)) from None  # one kind of "model unusable" error for the app and the CLIs
         log.info("loaded mini-omni in %.1f s", time.perf_counter() - start)
         return model
     raise ValueError(f"unknown speech model {name!r}; choose one of {', '.join(MODELS)}")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The --model/--asr/--llm flags shared by the app and the CLIs."""
+    from omni.models import REGISTRY
+
+    parser.add_argument("--model", choices=MODELS, default=os.environ.get("OMNI_MODEL", "cascade"))
+    parser.add_argument("--asr", choices=[k for k in REGISTRY if k.startswith("whisper")], help="the cascade's ASR")
+    parser.add_argument("--llm", choices=[k for k in REGISTRY if k.startswith("qwen")], help="the cascade's LLM")
+
+
+def use_model_arguments(args: argparse.Namespace) -> None:
+    """Hand --asr/--llm to the cascade, which reads its choice from the environment (as in a Space)."""
+    for name, value in (("OMNI_ASR", args.asr), ("OMNI_LLM", args.llm)):
+        if value:
+            os.environ[name] = value

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
 import time
 
 import numpy as np
 
-from omni import MODELS, NoSpeechError, load_speech_model
+from omni import NoSpeechError, add_model_arguments, load_speech_model, use_model_arguments
 from omni.audio import SAMPLE_RATE, AudioError, load_audio
-from omni.models import REGISTRY, ModelError
+from omni.models import ModelError
 from omni.wav import write_wav
 
 
@@ -25,14 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m omni.reply", description=__doc__.splitlines()[0])
     parser.add_argument("file", help="the spoken question (any format FFmpeg reads)")
     parser.add_argument("--out", default="reply.wav", help="where to write the spoken reply (WAV)")
-    parser.add_argument("--model", choices=MODELS, default=os.environ.get("OMNI_MODEL", "cascade"))
-    parser.add_argument("--asr", choices=[k for k in REGISTRY if k.startswith("whisper")], help="cascade ASR model")
-    parser.add_argument("--llm", choices=[k for k in REGISTRY if k.startswith("qwen")], help="cascade LLM")
+    add_model_arguments(parser)
     args = parser.parse_args(argv)
-    # The cascade reads its model choice from the environment, like the app does.
-    for name, value in (("OMNI_ASR", args.asr), ("OMNI_LLM", args.llm)):
-        if value:
-            os.environ[name] = value
+    use_model_arguments(args)
 
     try:
         audio = load_audio(args.file)

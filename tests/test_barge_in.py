@@ -36,6 +36,15 @@ class Listener(threading.Thread):
                 self.first_audio.set()
 
 
+def start_story(conversation: Conversation, say) -> tuple[Listener, object]:
+    """Ask for a long story and wait until it is being spoken; returns the listener and the reply in progress."""
+    stream(conversation, say("Tell me a long story about a dragon."))
+    listener = Listener(conversation)
+    listener.start()
+    assert listener.first_audio.wait(30)
+    return listener, conversation._reply
+
+
 def talk_over(conversation: Conversation, audio: np.ndarray) -> tuple[list, float | None]:
     """Feed AUDIO in real-time 0.5 s chunks; return the events and when a speech_start came back."""
     events, started_at = [], None
@@ -49,11 +58,7 @@ def talk_over(conversation: Conversation, audio: np.ndarray) -> tuple[list, floa
 
 
 def test_barge_in_stops_the_reply_and_keeps_what_was_heard(duplex, cascade, say, recordings):
-    stream(duplex, say("Tell me a long story about a dragon."))
-    listener = Listener(duplex)
-    listener.start()
-    assert listener.first_audio.wait(30)
-    story = duplex._reply
+    listener, story = start_story(duplex, say)
     time.sleep(1.0)  # the user hears a second of the story, then talks over it
 
     interruption, text = recordings["spk1_snt1.wav"]
@@ -76,11 +81,7 @@ def test_barge_in_stops_the_reply_and_keeps_what_was_heard(duplex, cascade, say,
 
 def test_cancel_latency_from_barge_in_detection(duplex, cascade, say, recordings):
     """The reply stops within 300 ms of the chunk in which the barge-in speech is detected."""
-    stream(duplex, say("Tell me a long story about a dragon."))
-    listener = Listener(duplex)
-    listener.start()
-    assert listener.first_audio.wait(30)
-    story = duplex._reply
+    _, story = start_story(duplex, say)
     interruption, _ = recordings["spk1_snt3.wav"]
     for i in range(0, interruption.size, CHUNK):
         time.sleep(CHUNK / SAMPLE_RATE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,33 @@ def test_reply_to_silence_fails_clearly(tmp_path):
 def test_reply_missing_file(tmp_path):
     result = run("omni.reply", str(tmp_path / "nope.wav"))
     assert result.returncode == 2 and "no such audio file" in result.stderr
+
+
+def test_reply_with_mini_omni(tmp_path):
+    """The same CLI drives mini-omni (a tiny random checkpoint in the released format: the words are noise)."""
+    from tests.mini_omni_tiny import build_tiny_checkpoint
+
+    checkpoint = build_tiny_checkpoint(tmp_path / "mini-omni")
+    env = {**os.environ, "MINI_OMNI_CHECKPOINT": str(checkpoint)}
+    out = tmp_path / "reply.wav"
+    result = subprocess.run(
+        [sys.executable, "-m", "omni.reply", str(DATA / "spk1_snt1.wav"), "--model", "mini-omni", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    if result.returncode == 2:  # the random model may "hear" no words: a clear message, not a crash
+        assert "error:" in result.stderr and "Traceback" not in result.stderr
+        return
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {"transcript", "reply_text", "total_ms", "load_ms"} <= report.keys()
+    assert out.exists()
+
+
+def test_missing_mini_omni_checkpoint_says_how_to_get_it(tmp_path):
+    env = {**os.environ, "MINI_OMNI_CHECKPOINT": str(tmp_path / "nothing-here")}
+    result = subprocess.run(
+        [sys.executable, "-m", "omni.reply", str(DATA / "spk1_snt1.wav"), "--model", "mini-omni"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1
+    assert "huggingface-cli download gpt-omni/mini-omni" in result.stderr and "Traceback" not in result.stderr

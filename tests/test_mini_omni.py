@@ -14,7 +14,7 @@ from omni.mini_omni import CheckpointMismatchError, GenerationSettings, MiniOmni
 from omni.mini_omni.generate import generate, prompt_tokens
 from omni.mini_omni.model import MiniOmniConfig, MiniOmniGPT, released_state_dict_shapes, sample
 from omni.mini_omni.whisper import WhisperEncoder
-from omni.speech_model import NoSpeechError, ReplyChunk, SpeechModel
+from omni.speech_model import NoSpeechError, SpeechModel
 from tests.mini_omni_tiny import RELEASED_MODEL_CONFIG, SNAC_CODES, build_tiny_checkpoint
 
 SPEECH = Path(__file__).parent / "data" / "spk1_snt1.wav"
@@ -224,7 +224,7 @@ def test_silence_is_no_speech(model: MiniOmni) -> None:
 def test_transcript_off(model: MiniOmni, speech: np.ndarray) -> None:
     model.settings.transcribe = False
     chunks = list(model.respond(speech, 16000, []))
-    assert chunks[0] == ReplyChunk(transcript="")
+    assert chunks[0].transcript == "" and chunks[0].text is None and chunks[0].audio is None
     assert chunks[1].text or chunks[1].audio is not None
 
 

@@ -80,9 +80,6 @@ def test_reply_with_mini_omni(tmp_path):
         [sys.executable, "-m", "omni.reply", str(DATA / "spk1_snt1.wav"), "--model", "mini-omni", "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
-    if result.returncode == 2:  # the random model may "hear" no words: a clear message, not a crash
-        assert "error:" in result.stderr and "Traceback" not in result.stderr
-        return
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert {"transcript", "reply_text", "total_ms", "load_ms"} <= report.keys()

@@ -99,7 +99,7 @@ def server():
 
 
 @pytest.fixture
-def browser_page(server):
+def browser_page(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     def open_page(clips: list[str]):
@@ -111,7 +111,7 @@ def browser_page(server):
 
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(ARTIFACTS / "chromium-profile"),
+            str(tmp_path / "chromium-profile"),  # a fresh profile per test: no state carried over
             executable_path=CHROMIUM,
             headless=True,
             args=[

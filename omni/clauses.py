@@ -6,18 +6,25 @@ import re
 
 _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*\s")
 _CLAUSE_END = re.compile(r"[,;:\u2014]\s")
+# Words a spoken phrase naturally starts with: a first sentence with no comma is cut before one of them
+# ("The birch canoe slid smoothly | on the smooth planks.") so its first half is heard while the rest is written.
+_PHRASE_STARTS = frozenset(
+    "and or but so because on in at with for to from of about like is are was were could would should can will".split()
+)
 
 
 class ClauseSplitter:
     """Push text deltas, get back the pieces that are ready to be spoken.
 
     The first clause ("Sure, ...", "Hi Anna, ...") is released as soon as it is complete so that audio starts
-    while the model is still writing; later pieces are whole sentences, which sound more natural. A very long
-    sentence is cut at a comma so that the listener is never kept waiting.
+    while the model is still writing; a long first sentence without a comma is cut before a word that starts a
+    phrase. Later pieces are whole sentences, which sound more natural. A very long sentence is cut at a comma so
+    that the listener is never kept waiting.
     """
 
-    def __init__(self, first_clause_words: int = 3, max_words: int = 30):
+    def __init__(self, first_clause_words: int = 3, max_words: int = 30, first_phrase_words: int = 5):
         self.first_clause_words = first_clause_words
+        self.first_phrase_words = first_phrase_words
         self.max_words = max_words
         self._buffer = ""
         self._first = True
@@ -44,4 +51,14 @@ class ClauseSplitter:
             for clause in _CLAUSE_END.finditer(text):
                 if len(text[: clause.end()].split()) >= self.first_clause_words:
                     return clause.end()
+        if self._first:
+            return self._phrase_cut(text)
+        return None
+
+    def _phrase_cut(self, text: str) -> int | None:
+        """Where to cut a long first sentence without punctuation: before a phrase-starting word."""
+        words = list(re.finditer(r"\S+\s", text))  # complete words only (followed by a space)
+        for i, word in enumerate(words):
+            if i >= self.first_phrase_words and word.group().strip().lower() in _PHRASE_STARTS:
+                return word.start()
         return None

@@ -88,6 +88,16 @@ def test_first_clause_is_released_early_then_whole_sentences():
     assert pieces == ["Sure thing, Anna,", "the capital of France is Paris.", "It is lovely in spring, they say.", "Bye"]
 
 
+def test_long_first_sentence_is_cut_before_a_phrase():
+    splitter = ClauseSplitter(first_clause_words=3, first_phrase_words=5)
+    pieces = []
+    for token in "The birch canoe slid smoothly on the smooth planks. It was made of wood and it was light.".split(" "):
+        pieces += splitter.push(token + " ")
+    pieces += splitter.flush()
+    # Only the first sentence is cut; "and" in the second one is left alone.
+    assert pieces == ["The birch canoe slid smoothly", "on the smooth planks.", "It was made of wood and it was light."]
+
+
 def test_speakable_removes_markdown_and_emoji():
     assert speakable("**Paris** is the `capital` 🇫🇷 of France!") == "Paris is the capital of France!"
 

@@ -52,22 +52,27 @@ class TurnResult:
     stages: dict[str, float] = field(default_factory=dict)  # absolute times (s from speech start) for the plot
 
 
-def run_turn(model: Cascade, conversation: Conversation, audio: np.ndarray, name: str, realtime: bool) -> TurnResult:
+def speak_turn(conversation: Conversation, audio: np.ndarray, name: str, realtime: bool) -> tuple[float, float]:
+    """Feed AUDIO + silence in 0.5 s chunks until the pause detector ends the turn.
+
+    Returns (t0, eot_at): when the stream's first sample was "spoken", and when the end of turn was declared.
+    """
     conversation.clear()
     stream = np.concatenate([audio, np.zeros(int(TRAILING_SILENCE_S * SAMPLE_RATE), np.float32)])
     chunk = int(CHUNK_S * SAMPLE_RATE)
     t0 = time.perf_counter()
-    eot_at = None
     for i in range(0, len(stream), chunk):
         if realtime:  # the chunk's last sample is spoken at t0 + (i + chunk) / rate; it arrives then
             time.sleep(max(0.0, t0 + (i + chunk) / SAMPLE_RATE - time.perf_counter()))
         if any(e.kind == "end_of_turn" for e in conversation.hear(stream[i : i + chunk], SAMPLE_RATE)):
             eot_at = time.perf_counter()
-            break
-    if eot_at is None:
-        raise RuntimeError(f"{name}: the pause detector never ended the turn")
-    if not realtime:  # without real-time pacing, pretend the audio was spoken just before now
-        t0 = eot_at - (i + chunk) / SAMPLE_RATE
+            # Without real-time pacing, pretend the audio was spoken just before now.
+            return (t0 if realtime else eot_at - (i + chunk) / SAMPLE_RATE), eot_at
+    raise RuntimeError(f"{name}: the pause detector never ended the turn")
+
+
+def run_turn(model: Cascade, conversation: Conversation, audio: np.ndarray, name: str, realtime: bool) -> TurnResult:
+    t0, eot_at = speak_turn(conversation, audio, name, realtime)
     detector = conversation.detector
     speech_start, speech_end = detector.speech_start, detector.speech_end
     speech_end_at = t0 + speech_end / SAMPLE_RATE
@@ -115,18 +120,7 @@ def run_baseline_turn(model: Cascade, conversation: Conversation, audio: np.ndar
     speculate = conversation.options.speculate
     conversation.options.speculate = False
     try:
-        conversation.clear()
-        stream = np.concatenate([audio, np.zeros(int(TRAILING_SILENCE_S * SAMPLE_RATE), np.float32)])
-        chunk = int(CHUNK_S * SAMPLE_RATE)
-        t0 = time.perf_counter()
-        for i in range(0, len(stream), chunk):
-            if realtime:
-                time.sleep(max(0.0, t0 + (i + chunk) / SAMPLE_RATE - time.perf_counter()))
-            if any(e.kind == "end_of_turn" for e in conversation.hear(stream[i : i + chunk], SAMPLE_RATE)):
-                break
-        eot_at = time.perf_counter()
-        if not realtime:
-            t0 = eot_at - (i + chunk) / SAMPLE_RATE
+        t0, eot_at = speak_turn(conversation, audio, name, realtime)
         speech_end_at = t0 + conversation.detector.speech_end / SAMPLE_RATE
         turn_audio = conversation.turn_audio()
     finally:

@@ -14,12 +14,10 @@ it (the "Let me interrupt" box, or OMNI_DUPLEX=0, gives the guide's half duplex)
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import os
 import time
 import uuid
-import wave
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +42,7 @@ from omni.audio import SAMPLE_RATE, to_int16  # noqa: E402
 from omni.conversation import Conversation, ConversationOptions  # noqa: E402
 from omni.models import ModelError  # noqa: E402
 from omni.mp3 import encode_stream  # noqa: E402
-from omni.wav import write_wav  # noqa: E402
+from omni.wav import wav_bytes, write_wav  # noqa: E402
 from utils.vad import PauseDetectorOptions, SileroVad  # noqa: E402
 
 log = logging.getLogger("app")
@@ -82,17 +80,6 @@ class AppState:
     turn_ended_at: float = 0.0  # perf_counter() at the end of the latest user turn
     interrupted: dict | None = None  # the Chatbot message of a reply cut off by the user
     session: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-
-
-def wav_bytes(pcm: np.ndarray, sample_rate: int) -> bytes:
-    """A self-contained WAV chunk for the streaming output (see README: why not mp3 chunks on Gradio 6)."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(sample_rate)
-        f.writeframes(pcm.astype(np.int16).tobytes())
-    return buffer.getvalue()
 
 
 def interrupted_note(text: str) -> str:
@@ -214,14 +201,11 @@ class VoiceChat:
         yield gr.skip(), state.chat, state, gr.skip()
 
     def listen_again(self, state: AppState):
-        """A signal that re-arms the microphone (half duplex only: in full duplex it never went off)."""
+        """The reply has played (or will not play): a signal that re-arms the microphone, unless the user
+        stopped the conversation (half duplex only: in full duplex it never went off)."""
         if state.conversation:
             state.conversation.played()
         return gr.skip() if state.stopped or state.duplex else time.time()
-
-    def on_reply_played(self, state: AppState):
-        """The reply finished playing: listen again (hands-free), unless the user stopped the conversation."""
-        return self.listen_again(state)
 
     # --- controls ----------------------------------------------------------------------------------------
 
@@ -291,7 +275,7 @@ def build_demo(chat: VoiceChat) -> gr.Blocks:
         )
         mic_off.change(None, None, None, js=PRESS_STOP)
         answering = turn_ended.change(chat.respond, [state], [reply, chatbot, state, listen_again])
-        played = reply.stop(chat.on_reply_played, [state], [listen_again])
+        played = reply.stop(chat.listen_again, [state], [listen_again])
         listen_again.change(None, None, None, js=PRESS_RECORD)
         barged_in.change(None, None, [heard], js=CUT_REPLY)
         heard.change(chat.on_heard, [heard, state], [chatbot, state])

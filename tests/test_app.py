@@ -6,6 +6,7 @@ import io
 import wave
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 import soxr
@@ -107,19 +108,13 @@ def test_stop_start_and_clear(chat, say):
     run_reply(chat, state)
     state, _ = chat.stop(state)
     assert state.stopped
-    assert chat.on_chunk(next(browser_chunks(say("What is my name?"))), state)[1:] == (chat_skip(),) * 3
+    assert chat.on_chunk(next(browser_chunks(say("What is my name?"))), state)[1:] == (gr.skip(),) * 3
     assert list(chat.respond(state)) == []
     assert len(state.chat) == 2  # the history stays visible
     state, signal = chat.start(state)
     assert not state.stopped and isinstance(signal, float)
     state, cleared = chat.clear(state)
     assert cleared == [] and state.conversation.history == []
-
-
-def chat_skip():
-    import gradio as gr
-
-    return gr.skip()
 
 
 def test_full_duplex_barge_in_marks_the_reply(chat, say, recordings):
@@ -133,7 +128,7 @@ def test_full_duplex_barge_in_marks_the_reply(chat, say, recordings):
     barged = None
     for chunk in browser_chunks(interruption, trailing_silence_s=0):
         state, _, mic_off, barged_in = chat.on_chunk(chunk, state)
-        assert mic_off == chat_skip()  # full duplex: the microphone stays on
+        assert mic_off == gr.skip()  # full duplex: the microphone stays on
         barged = barged if barged is not None else (barged_in if isinstance(barged_in, float) else None)
     assert barged is not None
     rest = list(replies)

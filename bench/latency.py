@@ -16,7 +16,7 @@ import platform
 import resource
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -117,14 +117,14 @@ def run_turn(model: Cascade, conversation: Conversation, audio: np.ndarray, name
 
 def run_baseline_turn(model: Cascade, conversation: Conversation, audio: np.ndarray, name: str, realtime: bool) -> TurnResult:
     """The naive pipeline with the same models: transcribe after the stop, write the whole reply, speak it."""
-    speculate = conversation.options.speculate
-    conversation.options.speculate = False
+    options = conversation.options
+    conversation.options = replace(options, speculate=False, listen_ahead=False)
     try:
         t0, eot_at = speak_turn(conversation, audio, name, realtime)
         speech_end_at = t0 + conversation.detector.speech_end / SAMPLE_RATE
         turn_audio = conversation.turn_audio()
     finally:
-        conversation.options.speculate = speculate
+        conversation.options = options
     segments, _ = model.asr.model.transcribe(turn_audio, language="en", beam_size=1)  # the usual 30 s window
     transcript = " ".join(s.text.strip() for s in segments)
     asr_at = time.perf_counter()
@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline", action="store_true", help="also run the naive pipeline (same models)")
     parser.add_argument("--fast", action="store_true", help="feed chunks without waiting (not real-time)")
     parser.add_argument("--no-speculation", action="store_true", help="answer only after the end of turn")
+    parser.add_argument("--no-listen-ahead", action="store_true", help="do not transcribe while the user speaks")
     parser.add_argument("--end-of-turn-ms", type=float, default=PauseDetectorOptions.end_of_turn_ms)
     parser.add_argument("--pause-ms", type=float, default=PauseDetectorOptions.pause_ms, help="silence that starts speculation")
     defaults = CascadeOptions()
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     conversation = Conversation(
         model,
         PauseDetectorOptions(end_of_turn_ms=args.end_of_turn_ms, pause_ms=args.pause_ms),
-        ConversationOptions(speculate=not args.no_speculation),
+        ConversationOptions(speculate=not args.no_speculation, listen_ahead=not args.no_listen_ahead),
     )
     results: list[TurnResult] = []
     for path in PROMPTS:
@@ -226,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         "chunk_s": CHUNK_S,
         "realtime": not args.fast,
         "speculation": not args.no_speculation,
+        "listen_ahead": not args.no_listen_ahead,
         "end_of_turn_ms": args.end_of_turn_ms,
         "pause_ms": args.pause_ms,
         "cold_start_s": round(cold_start_s, 2),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,13 +51,16 @@ class Transcriber:
 
         self.options = options or AsrOptions()
         self.name = key
-        self.model = WhisperModel(
+        # CTranslate2's OpenMP threads belong to the calling thread: one thread makes every call, as in omni/llm.py.
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="whisper")
+        self.model = self._worker.submit(
+            WhisperModel,
             str(resolve(key)),
             device="cpu",
             compute_type="int8",
             cpu_threads=self.options.threads,
             local_files_only=True,
-        )
+        ).result()
         if not self.model.model.is_multilingual:
             self.options.language = "en"
         tokenizer = self.model.hf_tokenizer
@@ -66,6 +70,9 @@ class Transcriber:
         self._prompt = [tokenizer.token_to_id(t) for t in [*prompt, "<|notimestamps|>"]]
 
     def transcribe(self, audio: np.ndarray) -> str:
+        return self._worker.submit(self._transcribe, audio).result()
+
+    def _transcribe(self, audio: np.ndarray) -> str:
         if audio.size < SAMPLE_RATE // 10:  # under 100 ms: nothing a person could have said
             return ""
         window_s = WINDOW_STEP_S * math.ceil((audio.size / SAMPLE_RATE + 0.5) / WINDOW_STEP_S)

@@ -22,6 +22,19 @@ from omni.speech_model import Message, NoSpeechError, ReplyChunk, Turn
 from omni.tts import Speaker
 
 @dataclass
+class Draft:
+    """The transcript of a turn's audio so far, made while the user was still speaking."""
+
+    audio: np.ndarray
+    transcript: str
+
+    def covers(self, audio: np.ndarray) -> bool:
+        """True when AUDIO is the start of the drafted audio: what follows it was silence (the caller cuts a turn
+        at the end of its speech), so the draft's transcript is AUDIO's."""
+        return 0 < audio.size <= self.audio.size and np.array_equal(audio, self.audio[: audio.size])
+
+
+@dataclass
 class CascadeOptions:
     # Read when the options are made, so that the CLIs' flags (which set these variables) count.
     asr: str = field(default_factory=lambda: os.environ.get("OMNI_ASR", "whisper-base"))
@@ -42,6 +55,7 @@ class Cascade:
         # One llama.cpp context and one Whisper model serve every conversation: take turns.
         self._asr_lock = threading.Lock()
         self._llm_lock = threading.Lock()
+        self._draft: Draft | None = None  # the latest `listen`, one for all conversations (checked by content)
 
     @classmethod
     def load(
@@ -74,6 +88,23 @@ class Cascade:
         with self._asr_lock:
             return self.asr.transcribe(audio)
 
+    def listen(self, audio: np.ndarray, sample_rate: int, history: Sequence[Message]) -> None:
+        """Transcribe the turn so far and evaluate the prompt that answers it: if the user stops here, `respond`
+        finds both done and starts writing at once; if they go on, it reuses the prompt up to the new words."""
+        audio = prepare(audio, sample_rate)
+        with self._asr_lock:
+            self._draft = draft = Draft(audio, self.asr.transcribe(audio))
+        if draft.transcript:
+            with self._llm_lock:
+                self.llm.prefill(history, draft.transcript)
+
+    def _transcribe_turn(self, audio: np.ndarray) -> str:
+        """The transcript of a finished turn, from the latest draft when it heard all of it."""
+        with self._asr_lock:
+            if self._draft and self._draft.covers(audio):
+                return self._draft.transcript
+            return self.asr.transcribe(audio)
+
     def respond(self, audio: np.ndarray, sample_rate: int, history: Sequence[Message]) -> Iterator[ReplyChunk]:
         start = time.perf_counter()
         timings: dict[str, float] = {}
@@ -81,7 +112,7 @@ class Cascade:
         def mark(name: str) -> None:
             timings.setdefault(name, (time.perf_counter() - start) * 1000)
 
-        transcript = self.transcribe(prepare(audio, sample_rate))
+        transcript = self._transcribe_turn(prepare(audio, sample_rate))
         mark("asr_ms")
         if not transcript:
             raise NoSpeechError("No words were heard.")

@@ -1,13 +1,16 @@
 """Reply on pause: hear microphone chunks, notice the end of the user's turn, answer, remember.
 
-This is the one code path that the app, the CLI-style benchmark and the tests share. Its trick for speed is
-speculation: the moment the pause detector reports a pause (speech stopped for `pause_ms`), the answer to what
-was said so far starts in the background. If the user goes on talking it is thrown away; if the pause becomes
-the end of the turn (`end_of_turn_ms`), the answer is already under way, often with audio ready.
+This is the one code path that the app, the CLI-style benchmark and the tests share. Its tricks for speed:
+- listening ahead: while the user speaks, the model transcribes what it has heard so far and prepares its
+  prompt (`SpeechModel.listen`), so that little is left to do once they stop;
+- speculation: the moment the pause detector reports a pause (speech stopped for `pause_ms`), the answer to what
+  was said so far starts in the background. If the user goes on talking it is thrown away; if the pause becomes
+  the end of the turn (`end_of_turn_ms`), the answer is already under way, often with audio ready.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -20,12 +23,15 @@ from omni.audio import SAMPLE_RATE
 from omni.speech_model import Message, ReplyChunk, SpeechModel
 from utils.vad import PauseDetector, PauseDetectorOptions, SileroVad, VadEvent
 
+log = logging.getLogger(__name__)
+
 _DONE = object()
 
 
 @dataclass
 class ConversationOptions:
     speculate: bool = True  # start answering at the first pause; drop it if the user resumes
+    listen_ahead: bool = True  # while the user speaks, let the model transcribe and prepare (SpeechModel.listen)
     # Full duplex: keep listening while the reply is spoken and stop it when the user talks over it (with the
     # pause detector's stricter barge-in start). Off: the guide's half duplex, nobody listens meanwhile.
     barge_in: bool = False
@@ -147,6 +153,7 @@ class Conversation:
         self.interruptions = 0
         self._speculation: BackgroundReply | None = None
         self._reply: BackgroundReply | None = None
+        self._listening: threading.Thread | None = None
         self._lock = threading.RLock()
 
     def hear(self, audio: np.ndarray, sample_rate: int) -> list[VadEvent]:
@@ -166,7 +173,29 @@ class Conversation:
                 elif event.kind == "resume" and self._speculation:
                     self._speculation.cancel()  # they went on talking: that answer is for a question not asked
                     self._speculation = None
+            self._listen_ahead()
             return events
+
+    def _listen_ahead(self) -> None:
+        """While the user is speaking, hand the model their words so far (one `listen` at a time, in a thread).
+
+        The CPU is idle while people talk; this moves the transcription and the prompt out of the wait after
+        the turn ends."""
+        detector = self.detector
+        talking = detector.started_talking and not detector.paused and not detector.turn_ended
+        if not (self.options.listen_ahead and talking) or self.speaking:
+            return
+        if self._listening and self._listening.is_alive():
+            return
+        audio, history = self.turn_audio(), list(self.history)
+        self._listening = threading.Thread(target=self._listen, args=(audio, history), daemon=True)
+        self._listening.start()
+
+    def _listen(self, audio: np.ndarray, history: list[Message]) -> None:
+        try:
+            self.model.listen(audio, SAMPLE_RATE, history)
+        except Exception:  # only a head start is lost: the reply meets the same problem and reports it
+            log.exception("listening ahead failed")
 
     @property
     def reply_started_at(self) -> float | None:

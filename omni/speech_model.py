@@ -71,3 +71,11 @@ class SpeechModel(Protocol):
         Closing the iterator early (generator.close()) must stop all work promptly: it is how a turn is cancelled.
         """
         ...
+
+    def listen(self, audio: np.ndarray, sample_rate: int, history: Sequence[Message]) -> None:
+        """Get ready to answer a turn still under way: `audio` is what the user has said so far.
+
+        Called again and again while they speak (never while `respond` runs for the same conversation); the work
+        it does ahead, such as transcribing, shortens the `respond` that follows. Doing nothing is correct.
+        """
+        ...

@@ -81,3 +81,27 @@ def test_closing_the_reply_stops_generation(cascade, say):
     # The shared language model is free again at once: another turn can use it.
     assert cascade._llm_lock.acquire(timeout=0.3)
     cascade._llm_lock.release()
+
+
+def test_listening_ahead_prepares_the_answer(cascade, say):
+    """`listen` on the words so far transcribes them and evaluates the prompt; `respond` then starts from there."""
+    question = say("How many legs does a spider have?")
+    speech = np.flatnonzero(np.abs(question) > 0.02)
+    half = question[: (speech[0] + speech[-1]) // 2]
+    cascade.listen(half, SAMPLE_RATE, [])
+    assert cascade._draft.transcript and not cascade._draft.covers(question)
+
+    cascade.listen(question, SAMPLE_RATE, [])
+    transcript = cascade._draft.transcript
+    assert "spider" in transcript.lower()
+    assert cascade.llm.prefill([], transcript) == 0  # the whole prompt is already in the KV cache
+    # The turn as the conversation cuts it (at the end of the speech) is covered by the draft: no second ASR.
+    reply = collect(cascade.respond(question[: speech[-1] + SAMPLE_RATE // 10], SAMPLE_RATE, []))
+    assert reply["transcript"] == transcript
+    assert "eight" in reply["text"].lower() or "8" in reply["text"]
+
+
+def test_a_draft_of_other_audio_is_not_used(cascade, say):
+    cascade.listen(say("What is the capital of France?"), SAMPLE_RATE, [])
+    reply = collect(cascade.respond(say("How many legs does a spider have?"), SAMPLE_RATE, []))
+    assert "spider" in reply["transcript"].lower()

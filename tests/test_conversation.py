@@ -55,6 +55,23 @@ def test_speculation_is_used_when_the_user_stays_quiet(conversation, say):
     assert first.transcript
 
 
+def test_the_model_listens_while_the_user_speaks(conversation, say, monkeypatch):
+    """In real time, the words so far go to `SpeechModel.listen` chunk after chunk, until the pause."""
+    heard: list[float] = []
+    listen = conversation.model.listen
+
+    def counting_listen(audio, sample_rate, history):
+        heard.append(audio.size / sample_rate)
+        listen(audio, sample_rate, history)
+
+    monkeypatch.setattr(conversation.model, "listen", counting_listen)
+    stream(conversation, say("Tell me three interesting facts about the moon."), realtime=True)
+    assert len(heard) >= 3 and heard == sorted(heard)  # ever longer audio, one call at a time
+    reply = collect(conversation.reply())
+    assert "moon" in reply["transcript"].lower()
+    assert "moon" in conversation.model._draft.transcript.lower()  # the last draft heard the whole question
+
+
 def test_resuming_after_a_pause_discards_the_early_answer(conversation, say):
     """A 0.45 s pause starts a speculative answer; speaking again throws it away; one turn, both sentences."""
     first, second = say("My favourite colour is green."), say("What is yours?")

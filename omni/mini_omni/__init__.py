@@ -88,6 +88,9 @@ class MiniOmni:
     def device(self) -> torch.device:
         return self.gpt.lm_head.weight.device
 
+    def listen(self, audio: np.ndarray, sample_rate: int, history: Sequence[Message] = ()) -> None:
+        """Nothing to do ahead: mini-omni decodes the transcript together with the answer."""
+
     def respond(self, audio: np.ndarray, sample_rate: int, history: Sequence[Message] = ()) -> Iterator[ReplyChunk]:
         """Answers one question. `history` is ignored: mini-omni is single-turn.
 

@@ -52,7 +52,7 @@ CHUNK_S = 0.5  # the microphone's stream_every
 # next chunk arrives; an empty chunk after NUDGE_S of quiet collects the rest, so a clause is never held back
 # until the next one is written.
 NUDGE_S = 0.08
-MIC, REPLY = "mic", "reply"  # elem_ids the browser-side scripts find the components by
+MIC, REPLY, INTERRUPT = "mic", "reply", "duplex"  # elem_ids the browser-side scripts find the components by
 DUPLEX = os.environ.get("OMNI_DUPLEX", "1") != "0"
 
 # Gradio 6 ignores gr.Audio(recording=...) sent from the server, so the server flips a hidden number and these
@@ -60,12 +60,15 @@ DUPLEX = os.environ.get("OMNI_DUPLEX", "1") != "0"
 PRESS_STOP = f"() => {{ document.querySelector('#{MIC} .stop-button')?.click(); }}"
 PRESS_RECORD = f"() => {{ document.querySelector('#{MIC} .record-button')?.click(); }}"
 SILENCE_REPLY = f"() => {{ document.querySelectorAll('#{REPLY} audio').forEach(a => a.pause()); }}"
-# On a barge-in: stop playback at once and tell the server how much of the reply was actually heard.
+# On a barge-in the server confirmed: stop playback and tell the server how much of the reply was heard.
+# web/barge_in.js (loaded into the page) holds playback even sooner, and knows where it held it.
 CUT_REPLY = f"""() => {{
+  if (window.omniCutReply) return window.omniCutReply();
   let heard = 0;
   document.querySelectorAll('#{REPLY} audio').forEach(a => {{ heard = Math.max(heard, a.currentTime); a.pause(); }});
   return heard;
 }}"""
+BARGE_IN_SCRIPT = f"<script>{(ROOT / 'web' / 'barge_in.js').read_text()}</script>"
 
 
 @dataclass
@@ -156,6 +159,8 @@ class VoiceChat:
                     if held:  # the model is busy: have Gradio pass on the frames it encoded from the last chunk
                         held = False
                         yield wav_bytes(np.zeros(0, np.int16), self.model.sample_rate), state.chat, state, gr.skip()
+                elif chunk.turn is not None:
+                    log.info("turn %d: %s", state.turns, {k: round(v) for k, v in chunk.turn.timings.items()})
                 elif chunk.transcript is not None:
                     user["content"].append(chunk.transcript)
                     assistant = {"role": "assistant", "content": ["…"]}
@@ -257,7 +262,7 @@ def build_demo(chat: VoiceChat) -> gr.Blocks:
             with gr.Column(scale=1):
                 mic = gr.Audio(sources=["microphone"], type="numpy", label="Your microphone", elem_id=MIC)
                 reply = gr.Audio(label="Reply", streaming=True, autoplay=True, interactive=False, elem_id=REPLY)
-                duplex = gr.Checkbox(value=DUPLEX, label="Let me interrupt (keep listening while it speaks)")
+                duplex = gr.Checkbox(value=DUPLEX, label="Let me interrupt (keep listening while it speaks)", elem_id=INTERRUPT)
                 with gr.Row():
                     stop = gr.Button("Stop conversation", variant="stop")
                     start = gr.Button("Start again")
@@ -301,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {e}") from None
     chat = VoiceChat(model)
     demo = build_demo(chat)
-    demo.queue(default_concurrency_limit=4).launch(allowed_paths=[str(RECORDINGS)])
+    demo.queue(default_concurrency_limit=4).launch(allowed_paths=[str(RECORDINGS)], head=BARGE_IN_SCRIPT)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ FAKE_MIC = """
   const clips = %s;
   window.__clip = 0;
   window.__micStarts = [];
-  window.__pausedAt = null;
+  window.__pauses = [];  // performance.now() of every pause of the reply player
+  window.__plays = [];
   const ctx = new AudioContext();
   navigator.mediaDevices.getUserMedia = async () => {
     await ctx.resume();
@@ -49,17 +50,20 @@ FAKE_MIC = """
   };
   navigator.mediaDevices.enumerateDevices = async () =>
     [{deviceId: "default", kind: "audioinput", label: "Test microphone", groupId: "test"}];
-  document.addEventListener("pause", e => { if (e.target.closest("#reply")) window.__pausedAt = performance.now(); }, true);
+  document.addEventListener("pause", e => { if (e.target.closest("#reply")) window.__pauses.push(performance.now()); }, true);
+  document.addEventListener("play", e => { if (e.target.closest("#reply")) window.__plays.push(performance.now()); }, true);
 })();
 """
 
 
-def clip(*parts: str | float) -> str:
-    """A WAV (base64) of question files and pauses (seconds), e.g. clip(0.5, "capital", 4.0)."""
+def clip(*parts: str | float | np.ndarray) -> str:
+    """A WAV (base64) of question files, pauses (seconds) and raw audio, e.g. clip(0.5, "capital", 4.0)."""
     audio = []
     for part in parts:
         if isinstance(part, str):
             audio.append(load_audio(QUESTIONS / f"{part}.wav"))
+        elif isinstance(part, np.ndarray):
+            audio.append(part.astype(np.float32))
         else:
             audio.append(np.zeros(int(part * SAMPLE_RATE), np.float32))
     path = ARTIFACTS / "clip.wav"
@@ -184,23 +188,38 @@ def test_hands_free_half_duplex(browser_page):
 
 
 def test_barge_in_full_duplex(browser_page):
-    """A long answer is playing; the user talks over it: playback stops and the new question is answered."""
+    """A long answer is playing. A burst of noise only holds it for a moment; then the user talks over it:
+    playback stops at once, the reply is cut where it stopped, and the new question is answered."""
     dragon = load_audio(QUESTIONS / "dragon.wav")
     interruption = load_audio(QUESTIONS / "name_anna.wav")
-    # When the interrupting words begin in the clip: its offset plus the first sample of the speech itself.
-    talk_over_at = 0.5 + dragon.size / SAMPLE_RATE + 6.0 + np.argmax(np.abs(interruption) > 0.02) / SAMPLE_RATE
-    page = browser_page([clip(0.5, "dragon", 6.0, "name_anna", 30.0)])
+    noise = np.random.default_rng(0).normal(0, 0.1, int(0.35 * SAMPLE_RATE))  # -20 dBFS, 350 ms: a clatter
+    lead_in = 1.5  # the recorder starts a moment after the microphone: the question's first words must not be lost
+    noise_at = lead_in + dragon.size / SAMPLE_RATE + 7.0  # the story is playing by then, even on a slow run
+    # When the interrupting words begin in the clip: their offset plus the first sample of the speech itself.
+    talk_over_at = noise_at + noise.size / SAMPLE_RATE + 4.0 + np.argmax(np.abs(interruption) > 0.02) / SAMPLE_RATE
+    page = browser_page([clip(lead_in, "dragon", 7.0, noise, 4.0, "name_anna", 30.0)])
     assert page.get_by_label("Let me interrupt").is_checked()  # full duplex is the default
     page.click("#mic .record-button")
     wait_for(lambda: reply_playing(page), 30, "the story to play")
     assert recording(page)  # still listening while it speaks
+    mic_start = page.evaluate("() => window.__micStarts.at(-1)")  # the stream the recorder took
 
-    wait_for(lambda: page.evaluate("() => window.__pausedAt"), 20, "playback to stop when the user talks over it")
-    onset_ms = page.evaluate(f"() => window.__micStarts[0] + {talk_over_at * 1000}")
-    stopped_after_ms = page.evaluate("() => window.__pausedAt") - onset_ms
-    (ARTIFACTS / "barge-in-ms.txt").write_text(f"{stopped_after_ms:.0f}\n")
-    print(f"barge-in speech start -> playback stopped: {stopped_after_ms:.0f} ms")
-    assert 0 < stopped_after_ms < 2000
+    # The noise holds playback for a moment; the server hears no speech in it, so the story carries on.
+    wait_for(lambda: page.evaluate("() => window.__pauses.length"), 10, "the noise to hold playback")
+    held_at = page.evaluate("() => window.__pauses[0]") - mic_start - noise_at * 1000
+    wait_for(lambda: reply_playing(page), 5, "playback to resume after the noise")
+    assert "(interrupted)" not in text_of(page, "bot")
+    print(f"noise burst -> playback held after {held_at:.0f} ms, resumed")
+
+    onset_ms = mic_start + talk_over_at * 1000
+    stopped = lambda: page.evaluate(f"() => window.__pauses.find(t => t > {onset_ms})")  # noqa: E731
+    stopped_after_ms = wait_for(stopped, 20, "playback to stop when the user talks over it") - onset_ms
+    wait_for(lambda: page.evaluate("() => window.omniBargeIn.confirmedAt"), 10, "the server to confirm the barge-in")
+    confirmed_after_ms = page.evaluate("() => window.omniBargeIn.confirmedAt") - onset_ms
+    (ARTIFACTS / "barge-in-ms.txt").write_text(f"stopped {stopped_after_ms:.0f}\nconfirmed {confirmed_after_ms:.0f}\n")
+    print(f"barge-in speech start -> playback stopped: {stopped_after_ms:.0f} ms, server confirmed: {confirmed_after_ms:.0f} ms")
+    assert 0 < stopped_after_ms < confirmed_after_ms
+    assert not reply_playing(page)
 
     wait_for(lambda: "(interrupted)" in text_of(page, "bot"), 20, "the story marked interrupted")
     wait_for(lambda: audio_players(page, "user") == 2, 30, "the interruption heard as a turn")

@@ -53,6 +53,8 @@ CHUNK_S = 0.5  # the microphone's stream_every
 # until the next one is written.
 NUDGE_S = 0.08
 MIC, REPLY, INTERRUPT = "mic", "reply", "duplex"  # elem_ids the browser-side scripts find the components by
+HOLD, RESUME = "omni-hold", "omni-resume"  # hidden buttons web/barge_in.js presses
+HOLD_S = 3.0  # a held reply goes on by itself after this (the browser resumes it after 2 s)
 DUPLEX = os.environ.get("OMNI_DUPLEX", "1") != "0"
 
 # Gradio 6 ignores gr.Audio(recording=...) sent from the server, so the server flips a hidden number and these
@@ -132,6 +134,17 @@ class VoiceChat:
         state.interrupted["content"][0] = interrupted_note(state.conversation.heard(float(heard_s)))
         state.interrupted = None
         return state.chat, state
+
+    def on_hold(self, state: AppState) -> None:
+        """The browser paused the reply on a loud sound: stop generating until it is confirmed or released."""
+        if state.conversation is not None:
+            log.info("turn %d: reply held (a loud sound while it played)", state.turns)
+            state.conversation.hold(HOLD_S)
+
+    def on_resume(self, state: AppState) -> None:
+        if state.conversation is not None:
+            log.info("turn %d: reply resumed", state.turns)
+            state.conversation.resume()
 
     # --- the reply ---------------------------------------------------------------------------------------
 
@@ -258,6 +271,8 @@ def build_demo(chat: VoiceChat) -> gr.Blocks:
         barged_in = gr.Number(value=0, visible=False)
         heard = gr.Number(value=0, visible=False)
         silence = gr.Number(value=0, visible=False)
+        hold = gr.Button(visible="hidden", elem_id=HOLD)
+        resume = gr.Button(visible="hidden", elem_id=RESUME)
         with gr.Row():
             with gr.Column(scale=1):
                 mic = gr.Audio(sources=["microphone"], type="numpy", label="Your microphone", elem_id=MIC)
@@ -284,6 +299,8 @@ def build_demo(chat: VoiceChat) -> gr.Blocks:
         listen_again.change(None, None, None, js=PRESS_RECORD)
         barged_in.change(None, None, [heard], js=CUT_REPLY)
         heard.change(chat.on_heard, [heard, state], [chatbot, state])
+        hold.click(chat.on_hold, [state], None, concurrency_limit=None, api_visibility="private")
+        resume.click(chat.on_resume, [state], None, concurrency_limit=None, api_visibility="private")
         duplex.change(chat.set_duplex, [duplex, state], [state])
         stop.click(chat.stop, [state], [state, silence], cancels=[answering, played]).then(None, js=PRESS_STOP)
         silence.change(None, None, None, js=SILENCE_REPLY)

@@ -43,7 +43,7 @@ class BackgroundReply:
     """A reply generated in a thread of its own, its chunks buffered until someone reads them.
 
     `cancel` is honoured between two chunks (the cascade yields every token), after which the model's generator
-    is closed, which stops its work.
+    is closed, which stops its work. `hold` pauses it between two chunks, for a while.
     """
 
     def __init__(self, chunks: Iterator[ReplyChunk]):
@@ -51,12 +51,18 @@ class BackgroundReply:
         self.started_at = time.perf_counter()
         self._queue: queue.Queue = queue.Queue()
         self._cancelled = threading.Event()
+        self._going = threading.Event()
+        self._going.set()
+        self._held_until = 0.0
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
             for chunk in self._chunks:
+                if not self._going.is_set():
+                    self._going.wait(max(0.0, self._held_until - time.monotonic()))
+                    self._going.set()
                 if self._cancelled.is_set():
                     break
                 self._queue.put(chunk)
@@ -68,6 +74,15 @@ class BackgroundReply:
 
     def cancel(self) -> None:
         self._cancelled.set()
+        self._going.set()
+
+    def hold(self, seconds: float) -> None:
+        """Make nothing more for up to SECONDS (until `release`, `cancel`, or the time is up)."""
+        self._held_until = time.monotonic() + seconds
+        self._going.clear()
+
+    def release(self) -> None:
+        self._going.set()
 
     @property
     def cancelled(self) -> bool:
@@ -294,6 +309,19 @@ class Conversation:
             else:
                 self.history.extend([{"role": "user", "content": spoken.transcript}, said])
                 spoken.in_history = True
+
+    def hold(self, seconds: float = 3.0) -> None:
+        """The listener may be about to interrupt (the browser heard a loud sound and paused playback): stop
+        generating until `resume` or an interruption, for at most SECONDS, so no CPU goes to a reply that may die."""
+        with self._lock:
+            if self._reply:
+                self._reply.hold(seconds)
+
+    def resume(self) -> None:
+        """It was not an interruption: carry on with the reply."""
+        with self._lock:
+            if self._reply:
+                self._reply.release()
 
     def heard(self, heard_s: float) -> str:
         """Set the interrupted reply in the history to its first HEARD_S seconds (as the player counted).

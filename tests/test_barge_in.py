@@ -97,6 +97,25 @@ def test_cancel_latency_from_barge_in_detection(duplex, cascade, say, recordings
     cascade._llm_lock.release()
 
 
+def test_a_held_reply_makes_nothing_until_it_is_resumed(duplex, say):
+    """The browser holds playback on a loud sound: generation pauses at once and carries on when released."""
+    listener, story = start_story(duplex, say)
+    duplex.hold(seconds=5.0)
+    time.sleep(0.2)  # at most one token was under way
+    made = len(listener.chunks)
+    time.sleep(1.0)
+    assert len(listener.chunks) <= made + 1 and story.join(timeout=0) is False  # paused, not finished
+    duplex.resume()
+    time.sleep(1.0)
+    assert len(listener.chunks) > made + 1  # going again
+    duplex.hold(seconds=0.5)  # never released (the browser went away): it goes on by itself
+    made = len(listener.chunks)
+    time.sleep(1.5)
+    assert len(listener.chunks) > made + 1
+    duplex.cancel()
+    assert story.join(timeout=1.0)
+
+
 def test_cough_and_own_echo_do_not_interrupt(duplex, say):
     stream(duplex, say("Tell me three interesting facts about the moon."))
     reply = collect(duplex.reply())

@@ -209,6 +209,8 @@ def test_barge_in_full_duplex(browser_page):
     held_at = page.evaluate("() => window.__pauses[0]") - mic_start - noise_at * 1000
     wait_for(lambda: reply_playing(page), 5, "playback to resume after the noise")
     assert "(interrupted)" not in text_of(page, "bot")
+    log = (ARTIFACTS / "app.log").read_text()
+    assert "reply held" in log and "reply resumed" in log  # generation paused with playback, and went on
     print(f"noise burst -> playback held after {held_at:.0f} ms, resumed")
 
     onset_ms = mic_start + talk_over_at * 1000

@@ -3,11 +3,13 @@
 // The server's Silero detector decides whether it really is speech, but it only hears the microphone in 0.5 s
 // chunks, so its verdict comes ~1 s after the user began. This script listens to the same microphone stream
 // (echo-cancelled) in 20 ms frames and, while the reply plays, holds playback as soon as a loud enough run of
-// sound lasts RUN_MS. If the server confirms a barge-in, the reply is cut where it was held (see CUT_REPLY in
-// app.py); if it does not within RESUME_MS (a cough, a door), playback resumes where it stopped.
+// sound lasts RUN_MS, and has the server hold the reply's generation too. If the server confirms a barge-in,
+// the reply is cut where it was held (see CUT_REPLY in app.py); if it does not within RESUME_MS (a cough, a
+// door), playback and generation resume where they stopped.
 (() => {
   const REPLY = "#reply audio";
   const INTERRUPT = "#duplex input";
+  const press = (id) => document.getElementById(id)?.click(); // hidden buttons wired to the server
   const FRAME_MS = 20;
   const RUN_MS = 200; // shorter than a syllable or two: coughs and clicks end sooner
   const MIN_DBFS = -40; // the same level gate as the server's barge_in_min_dbfs
@@ -48,9 +50,11 @@
     state.heldPlayer = player;
     state.holds += 1;
     player.pause();
+    press("omni-hold");
     resumeTimer = setTimeout(() => {
       // No barge-in confirmed: it was not speech. Carry on as if nothing happened.
       if (state.heldPlayer === player && player.paused) player.play().catch(() => {});
+      press("omni-resume");
       release();
     }, RESUME_MS);
   }

@@ -132,9 +132,11 @@ class PauseDetectorOptions:
         a soft syllable does not break speech and a breath does not end a silence.
     min_speech_ms: speech needed before the user counts as having started talking (250 ms: a click, a
         cough or a door does not start a turn; a short "yes" does).
-    pause_ms: silence after speech that marks a possible end of turn (200 ms: the gap between sentences
-        is often longer, so this fires often; later code starts speculative ASR/LLM work here and
-        throws it away on `resume`).
+    pause_ms: silence after speech that marks a possible end of turn (190 ms, i.e. 6 frames = 192 ms: the gap
+        between sentences is often longer, so this fires often; later code starts speculative ASR/LLM work
+        here and throws it away on `resume`). At most end_of_turn_ms minus the app's 0.5 s chunk (704 - 500 =
+        204 ms), so that a pause is always reported one chunk before the end of turn: the speculative answer
+        then always has a head start (at 200 ms = 224 ms, a silence of 204-224 ms at a chunk's end gave none).
     end_of_turn_ms: silence after speech that ends the turn (700 ms: long enough for a thinking pause
         mid-sentence, short enough to feel responsive; may be tuned later).
     max_turn_s: a turn this long (from speech_start) ends regardless, reason "max_length" (30 s: Whisper
@@ -151,7 +153,7 @@ class PauseDetectorOptions:
     speech_threshold: float = 0.5
     silence_threshold: float = 0.35
     min_speech_ms: float = 250.0
-    pause_ms: float = 200.0
+    pause_ms: float = 190.0
     end_of_turn_ms: float = 700.0
     max_turn_s: float = 30.0
     barge_in_threshold: float = 0.8

@@ -61,7 +61,7 @@ DUPLEX = os.environ.get("OMNI_DUPLEX", "1") != "0"
 # scripts press the microphone's own buttons or pause the player.
 PRESS_STOP = f"() => {{ document.querySelector('#{MIC} .stop-button')?.click(); }}"
 PRESS_RECORD = f"() => {{ document.querySelector('#{MIC} .record-button')?.click(); }}"
-SILENCE_REPLY = f"() => {{ document.querySelectorAll('#{REPLY} audio').forEach(a => a.pause()); }}"
+SILENCE_REPLY = f"() => {{ window.omniDropHold?.(); document.querySelectorAll('#{REPLY} audio').forEach(a => a.pause()); }}"
 # On a barge-in the server confirmed: stop playback and tell the server how much of the reply was heard.
 # web/barge_in.js (loaded into the page) holds playback even sooner, and knows where it held it.
 CUT_REPLY = f"""() => {{

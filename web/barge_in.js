@@ -112,6 +112,9 @@
     }
   }
 
+  // Stop conversation: a held reply must not come back when the hold times out.
+  window.omniDropHold = release;
+
   // The server confirmed a barge-in (CUT_REPLY): return the seconds of the reply the user heard.
   window.omniCutReply = () => {
     let heard = 0;

@@ -229,3 +229,17 @@ def test_barge_in_full_duplex(browser_page):
     wait_for(lambda: "anna" in text_of(page, "bot").lower().split("(interrupted)")[-1], 60, "an answer to the interruption")
     page.screenshot(path=str(ARTIFACTS / "barge-in.png"), full_page=True)
     page.click("text=Stop conversation")
+
+
+def test_stop_during_a_hold_stays_stopped(browser_page):
+    """A loud sound holds the reply; Stop conversation then ends it for good: the hold's timer must not resume it."""
+    dragon = load_audio(QUESTIONS / "dragon.wav")
+    noise = np.random.default_rng(1).normal(0, 0.1, int(0.35 * SAMPLE_RATE))
+    page = browser_page([clip(1.5, "dragon", 7.0, noise, 30.0)])
+    page.click("#mic .record-button")
+    wait_for(lambda: reply_playing(page), 30, "the story to play")
+    wait_for(lambda: page.evaluate("() => window.omniBargeIn.heldAt !== null"), 15, "the noise to hold playback")
+    page.click("text=Stop conversation")
+    time.sleep(3.0)  # longer than the hold's 2 s
+    assert not reply_playing(page) and not recording(page)
+    assert "reply resumed" not in (ARTIFACTS / "app.log").read_text().split("reply held")[-1]

@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 import os
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from omni.audio import SAMPLE_RATE
 from omni.models import resolve
+from omni.threads import OwnThread
 
 FRAMES_PER_SECOND = 100  # Whisper's mel hop is 10 ms
 MAX_WINDOW_S = 30  # Whisper's receptive field
@@ -51,16 +51,15 @@ class Transcriber:
 
         self.options = options or AsrOptions()
         self.name = key
-        # CTranslate2's OpenMP threads belong to the calling thread: one thread makes every call, as in omni/llm.py.
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="whisper")
-        self.model = self._worker.submit(
+        self._thread = OwnThread("whisper")
+        self.model = self._thread.call(
             WhisperModel,
             str(resolve(key)),
             device="cpu",
             compute_type="int8",
             cpu_threads=self.options.threads,
             local_files_only=True,
-        ).result()
+        )
         if not self.model.model.is_multilingual:
             self.options.language = "en"
         tokenizer = self.model.hf_tokenizer
@@ -70,7 +69,7 @@ class Transcriber:
         self._prompt = [tokenizer.token_to_id(t) for t in [*prompt, "<|notimestamps|>"]]
 
     def transcribe(self, audio: np.ndarray) -> str:
-        return self._worker.submit(self._transcribe, audio).result()
+        return self._thread.call(self._transcribe, audio)
 
     def _transcribe(self, audio: np.ndarray) -> str:
         if audio.size < SAMPLE_RATE // 10:  # under 100 ms: nothing a person could have said

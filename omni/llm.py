@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 from omni.models import resolve
 from omni.speech_model import Message
-
-T = TypeVar("T")
+from omni.threads import OwnThread
 
 SYSTEM_PROMPT = (
     "You are a friendly voice assistant in a spoken conversation. Your words are read aloud, so answer in one to "
@@ -40,11 +37,8 @@ class ChatModel:
         self.options = options or LlmOptions()
         self.name = key
         path = resolve(key)
-        # llama.cpp's OpenMP threads belong to the thread that calls it. Called from a new thread for every reply,
-        # idle teams kept spinning and generation fell from ~28 to ~17 tokens/s on 2 cores, so one thread makes
-        # every call.
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="llama")
-        self.llm = self._call(
+        self._thread = OwnThread("llama")
+        self.llm = self._thread.call(
             Llama,
             model_path=str(path),
             n_ctx=self.options.n_ctx,
@@ -60,10 +54,6 @@ class ChatModel:
         # The same template create_chat_completion uses, to build prompt prefixes for `prefill`.
         eos, bos = (self._token_text(t) for t in (self.llm.token_eos(), self.llm.token_bos()))
         self._formatter = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos) if template else None
-
-    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """FN(*ARGS, **KWARGS) on the model's own thread."""
-        return self._worker.submit(fn, *args, **kwargs).result()
 
     def _token_text(self, token: int) -> str:
         return self.llm._model.token_get_text(token) if token != -1 else ""
@@ -90,7 +80,7 @@ class ChatModel:
         tokens = self.llm.tokenize(formatted.prompt.encode(), add_bos=not formatted.added_special, special=True)
         cached = self.llm.longest_token_prefix(self.llm._input_ids.tolist(), tokens)
         self.llm.n_tokens = cached  # eval drops whatever the cache held after this
-        self._call(self.llm.eval, tokens[cached:])
+        self._thread.call(self.llm.eval, tokens[cached:])
         return len(tokens) - cached
 
     def stream(self, history: Sequence[Message], user_text: str) -> Iterator[str]:
@@ -103,12 +93,12 @@ class ChatModel:
             top_p=self.options.top_p,
         )  # a generator: nothing runs until it is stepped, on the model's thread
         try:
-            while (chunk := self._call(next, chunks, None)) is not None:
+            while (chunk := self._thread.call(next, chunks, None)) is not None:
                 delta = chunk["choices"][0]["delta"].get("content")
                 if delta:
                     yield delta
         finally:
-            self._call(chunks.close)
+            self._thread.call(chunks.close)
 
     def warm_up(self) -> None:
         """Evaluate the system prompt once so the first real turn only pays for its own words."""

@@ -22,15 +22,15 @@ from omni.speech_model import Message, NoSpeechError, ReplyChunk, Turn
 from omni.tts import Speaker
 
 @dataclass
-class Draft:
-    """The transcript of a turn's audio so far, made while the user was still speaking."""
+class Phrase:
+    """A stretch of the user's turn and its transcript, kept so that no audio is transcribed twice."""
 
     audio: np.ndarray
     transcript: str
 
     def covers(self, audio: np.ndarray) -> bool:
-        """True when AUDIO is the start of the drafted audio: what follows it was silence (the caller cuts a turn
-        at the end of its speech), so the draft's transcript is AUDIO's."""
+        """True when AUDIO is the start of this phrase's audio: what follows it was silence (the caller cuts a turn
+        at the end of its speech, a phrase in the middle of a pause), so this transcript is AUDIO's."""
         return 0 < audio.size <= self.audio.size and np.array_equal(audio, self.audio[: audio.size])
 
 
@@ -55,7 +55,7 @@ class Cascade:
         # One llama.cpp context and one Whisper model serve every conversation: take turns.
         self._asr_lock = threading.Lock()
         self._llm_lock = threading.Lock()
-        self._draft: Draft | None = None  # the latest `listen`, one for all conversations (checked by content)
+        self._heard: list[Phrase] = []  # the phrases of the latest turn heard, for all conversations
 
     @classmethod
     def load(
@@ -88,31 +88,43 @@ class Cascade:
         with self._asr_lock:
             return self.asr.transcribe(audio)
 
-    def listen(self, audio: np.ndarray, sample_rate: int, history: Sequence[Message]) -> None:
+    def listen(
+        self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
+    ) -> None:
         """Transcribe the turn so far and evaluate the prompt that answers it: if the user stops here, `respond`
         finds both done and starts writing at once; if they go on, it reuses the prompt up to the new words."""
-        audio = prepare(audio, sample_rate)
-        with self._asr_lock:
-            self._draft = draft = Draft(audio, self.asr.transcribe(audio))
-        if draft.transcript:
+        transcript = self._transcribe_turn(audio, sample_rate, breaks)
+        if transcript:
             with self._llm_lock:
-                self.llm.prefill(history, draft.transcript)
+                self.llm.prefill(history, transcript)
 
-    def _transcribe_turn(self, audio: np.ndarray) -> str:
-        """The transcript of a finished turn, from the latest draft when it heard all of it."""
+    def _transcribe_turn(self, audio: np.ndarray, sample_rate: int, breaks: Sequence[int]) -> str:
+        """The transcript of a turn (so far), phrase by phrase between the BREAKS where the speaker paused.
+
+        A phrase already heard by an earlier call (checked by content: one cascade serves every conversation) is
+        not transcribed again, so each call only transcribes the words since the last pause, however long the
+        turn. Whisper hears a finished phrase whole, with the silence around it, so this costs no accuracy.
+        """
+        audio = prepare(audio, sample_rate)
+        cuts = [c for c in (round(b * SAMPLE_RATE / sample_rate) for b in breaks) if 0 < c < audio.size]
         with self._asr_lock:
-            if self._draft and self._draft.covers(audio):
-                return self._draft.transcript
-            return self.asr.transcribe(audio)
+            known, heard = self._heard, []
+            for i, piece in enumerate(np.split(audio, cuts)):
+                phrase = known[i] if i < len(known) and known[i].covers(piece) else None
+                heard.append(phrase or Phrase(piece, self.asr.transcribe(piece)))
+            self._heard = heard
+        return " ".join(p.transcript for p in heard if p.transcript)
 
-    def respond(self, audio: np.ndarray, sample_rate: int, history: Sequence[Message]) -> Iterator[ReplyChunk]:
+    def respond(
+        self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
+    ) -> Iterator[ReplyChunk]:
         start = time.perf_counter()
         timings: dict[str, float] = {}
 
         def mark(name: str) -> None:
             timings.setdefault(name, (time.perf_counter() - start) * 1000)
 
-        transcript = self._transcribe_turn(prepare(audio, sample_rate))
+        transcript = self._transcribe_turn(audio, sample_rate, breaks)
         mark("asr_ms")
         if not transcript:
             raise NoSpeechError("No words were heard.")

@@ -2,7 +2,8 @@
 
 This is the one code path that the app, the CLI-style benchmark and the tests share. Its tricks for speed:
 - listening ahead: while the user speaks, the model transcribes what it has heard so far and prepares its
-  prompt (`SpeechModel.listen`), so that little is left to do once they stop;
+  prompt (`SpeechModel.listen`), so that little is left to do once they stop. Where the user paused and went on
+  (`phrase_breaks`), the words before are finished: the model may transcribe each phrase once;
 - speculation: the moment the pause detector reports a pause (speech stopped for `pause_ms`), the answer to what
   was said so far starts in the background. If the user goes on talking it is thrown away; if the pause becomes
   the end of the turn (`end_of_turn_ms`), the answer is already under way, often with audio ready.
@@ -180,11 +181,14 @@ class Conversation:
         """
         with self._lock:
             events = self.detector.feed(audio, sample_rate)
-            for event in events:
+            for i, event in enumerate(events):
                 if event.kind == "speech_start" and self.speaking and self.options.barge_in:
                     self.interrupt()
                 elif event.kind == "pause" and self.options.speculate and not self.detector.turn_ended:
-                    self._speculate(event)
+                    # Not when the same chunk shows them talking again: that answer would be dead on arrival,
+                    # and its transcription would hold up listening ahead.
+                    if not any(later.kind == "resume" for later in events[i + 1 :]):
+                        self._speculate(event)
                 elif event.kind == "resume" and self._speculation:
                     self._speculation.cancel()  # they went on talking: that answer is for a question not asked
                     self._speculation = None
@@ -202,13 +206,13 @@ class Conversation:
             return
         if self._listening and self._listening.is_alive():
             return
-        audio, history = self.turn_audio(), list(self.history)
-        self._listening = threading.Thread(target=self._listen, args=(audio, history), daemon=True)
+        args = (self.turn_audio(), list(self.history), self.phrase_breaks())
+        self._listening = threading.Thread(target=self._listen, args=args, daemon=True)
         self._listening.start()
 
-    def _listen(self, audio: np.ndarray, history: list[Message]) -> None:
+    def _listen(self, audio: np.ndarray, history: list[Message], breaks: list[int]) -> None:
         try:
-            self.model.listen(audio, SAMPLE_RATE, history)
+            self.model.listen(audio, SAMPLE_RATE, history, breaks)
         except Exception:  # only a head start is lost: the reply meets the same problem and reports it
             log.exception("listening ahead failed")
 
@@ -221,20 +225,26 @@ class Conversation:
     def turn_ended(self) -> bool:
         return self.detector.turn_ended
 
+    def _turn_start(self) -> int:
+        return max(0, (self.detector.speech_start or 0) - self.options.pre_roll_ms * SAMPLE_RATE // 1000)
+
     def turn_audio(self, speech_end: int | None = None) -> np.ndarray:
         """The user's words in the current turn (16 kHz mono float32), with a little margin either side."""
         detector = self.detector
         if detector.speech_start is None:
             return np.zeros(0, dtype=np.float32)
         end = detector.speech_end if speech_end is None else speech_end
-        start = max(0, detector.speech_start - self.options.pre_roll_ms * SAMPLE_RATE // 1000)
         end = min(detector.samples_fed, (end or detector.samples_fed) + self.options.post_roll_ms * SAMPLE_RATE // 1000)
-        return np.array(detector.audio[start:end])
+        return np.array(detector.audio[self._turn_start() : end])
+
+    def phrase_breaks(self) -> list[int]:
+        """Where the user paused and went on in this turn, as sample indices into `turn_audio()`."""
+        return [b - self._turn_start() for b in self.detector.phrase_breaks]
 
     def _speculate(self, pause: VadEvent) -> None:
         if self._speculation:
             self._speculation.cancel()
-        chunks = self.model.respond(self.turn_audio(pause.sample), SAMPLE_RATE, list(self.history))
+        chunks = self.model.respond(self.turn_audio(pause.sample), SAMPLE_RATE, list(self.history), self.phrase_breaks())
         self._speculation = BackgroundReply(chunks)
 
     def reply(self, heartbeat_s: float | None = None) -> Iterator[ReplyChunk]:
@@ -249,7 +259,8 @@ class Conversation:
             reply = self._speculation
             self._speculation = None
             if reply is None:
-                reply = BackgroundReply(self.model.respond(self.turn_audio(), SAMPLE_RATE, list(self.history)))
+                chunks = self.model.respond(self.turn_audio(), SAMPLE_RATE, list(self.history), self.phrase_breaks())
+                reply = BackgroundReply(chunks)
             self._reply = reply
             self.spoken = spoken = SpokenReply()
             self.speaking = True

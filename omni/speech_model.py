@@ -65,15 +65,21 @@ class SpeechModel(Protocol):
     name: str
     sample_rate: int  # of the reply audio
 
-    def respond(self, audio: np.ndarray, sample_rate: int, history: Sequence[Message]) -> Iterator[ReplyChunk]:
+    def respond(
+        self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
+    ) -> Iterator[ReplyChunk]:
         """Answer one user turn. `audio` is mono float32 in [-1, 1]; raises NoSpeechError for nothing to answer.
 
+        `breaks` are sample indices in `audio` where the speaker paused and went on (`PauseDetector.phrase_breaks`):
+        the words before each one are finished, so a model may transcribe each phrase once. Ignoring them is correct.
         Closing the iterator early (generator.close()) must stop all work promptly: it is how a turn is cancelled.
         """
         ...
 
-    def listen(self, audio: np.ndarray, sample_rate: int, history: Sequence[Message]) -> None:
-        """Get ready to answer a turn still under way: `audio` is what the user has said so far.
+    def listen(
+        self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
+    ) -> None:
+        """Get ready to answer a turn still under way: `audio` is what the user has said so far (`breaks` as above).
 
         Called again and again while they speak (never while `respond` runs for the same conversation); the work
         it does ahead, such as transcribing, shortens the `respond` that follows. Doing nothing is correct.

@@ -89,10 +89,11 @@ def test_listening_ahead_prepares_the_answer(cascade, say):
     speech = np.flatnonzero(np.abs(question) > 0.02)
     half = question[: (speech[0] + speech[-1]) // 2]
     cascade.listen(half, SAMPLE_RATE, [])
-    assert cascade._draft.transcript and not cascade._draft.covers(question)
+    (draft,) = cascade._heard
+    assert draft.transcript and not draft.covers(question)
 
     cascade.listen(question, SAMPLE_RATE, [])
-    transcript = cascade._draft.transcript
+    transcript = cascade._heard[-1].transcript
     assert "spider" in transcript.lower()
     assert cascade.llm.prefill([], transcript) == 0  # the whole prompt is already in the KV cache
     # The turn as the conversation cuts it (at the end of the speech) is covered by the draft: no second ASR.
@@ -105,3 +106,23 @@ def test_a_draft_of_other_audio_is_not_used(cascade, say):
     cascade.listen(say("What is the capital of France?"), SAMPLE_RATE, [])
     reply = collect(cascade.respond(say("How many legs does a spider have?"), SAMPLE_RATE, []))
     assert "spider" in reply["transcript"].lower()
+
+
+def test_each_phrase_is_transcribed_once(cascade, say, monkeypatch):
+    """Where the user paused and went on, the words before are finished: later drafts and the reply reuse them."""
+    first, second = say("Hello, my name is Anna."), say("How many legs does a spider have?")
+    gap = np.zeros(2 * SAMPLE_RATE // 5, np.float32)  # a 400 ms pause for breath
+    turn = np.concatenate([first, gap, second])
+    cut = first.size + gap.size // 2  # the phrase break, as the pause detector places it
+    heard: list[int] = []
+    transcribe = cascade.asr.transcribe
+    monkeypatch.setattr(cascade.asr, "transcribe", lambda audio: heard.append(audio.size) or transcribe(audio))
+
+    cascade.listen(turn[: cut + SAMPLE_RATE // 2], SAMPLE_RATE, [], [cut])  # half a second after the pause
+    cascade.listen(turn, SAMPLE_RATE, [], [cut])
+    reply = collect(cascade.respond(turn, SAMPLE_RATE, [], [cut]))
+    # The first phrase once; then only the words since the pause; the reply's own audio was all heard already.
+    assert heard == [cut, SAMPLE_RATE // 2, turn.size - cut]
+    words = reply["transcript"].lower()
+    assert "anna" in words and "spider" in words and words.index("anna") < words.index("spider")
+    assert reply["audio"]

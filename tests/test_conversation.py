@@ -58,19 +58,22 @@ def test_speculation_is_used_when_the_user_stays_quiet(conversation, say):
 def test_the_model_listens_while_the_user_speaks(conversation, say, monkeypatch):
     """In real time, the words so far go to `SpeechModel.listen` chunk after chunk, until the pause."""
     heard: list[float] = []
-    listen = conversation.model.listen
+    drafts: list[str] = []
+    model = conversation.model
+    listen = model.listen
 
-    def counting_listen(audio, sample_rate, history):
+    def counting_listen(audio, sample_rate, history, breaks=()):
         heard.append(audio.size / sample_rate)
-        listen(audio, sample_rate, history)
+        listen(audio, sample_rate, history, breaks)
+        drafts.append(" ".join(phrase.transcript for phrase in model._heard))
 
-    monkeypatch.setattr(conversation.model, "listen", counting_listen)
+    monkeypatch.setattr(model, "listen", counting_listen)
     stream(conversation, say("Tell me three interesting facts about the moon."), realtime=True)
     assert len(heard) >= 3 and heard == sorted(heard)  # ever longer audio, one call at a time
     reply = collect(conversation.reply())
     assert "moon" in reply["transcript"].lower()
     # The last draft heard the question as far as it had gone: the final transcript starts the same way.
-    draft = conversation.model._draft.transcript.lower().split()[:4]
+    draft = drafts[-1].lower().split()[:4]
     assert len(draft) >= 3 and reply["transcript"].lower().split()[: len(draft)] == draft
 
 
@@ -81,6 +84,10 @@ def test_resuming_after_a_pause_discards_the_early_answer(conversation, say):
     events = stream(conversation, np.concatenate([first, gap, second]), realtime=True)
     kinds = [e.kind for e in events]
     assert "pause" in kinds and "resume" in kinds and kinds[-1] == "end_of_turn"
+    # The model is told where the user paused: the first sentence ends before it, the second starts after it.
+    (phrase_break,) = conversation.phrase_breaks()
+    pre_roll = conversation.turn_audio().size - (first.size + gap.size + second.size)
+    assert first.size < phrase_break - pre_roll < first.size + gap.size + SAMPLE_RATE // 10
     reply = collect(conversation.reply())
     assert "green" in reply["transcript"].lower() and "yours" in reply["transcript"].lower()
 

@@ -236,6 +236,10 @@ def test_pause_then_resume_then_end(model):
     assert abs(resume.sample - s2) <= TOL
     assert seen[-2].kind == "pause" and seen[-2].sample == seen[-1].sample  # pause before end_of_turn
     assert abs(seen[-1].sample - end2) <= TOL
+    # The phrase break sits in the middle of the gap: sentence 1 is on one side of it, sentence 2 on the other.
+    (phrase_break,) = det.phrase_breaks
+    assert phrase_break == (pause.sample + resume.sample) // 2
+    assert s2 - 450 * MS < phrase_break < s2
 
 
 def test_events_stop_after_end_of_turn_until_reset(model):

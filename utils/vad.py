@@ -272,6 +272,21 @@ class PauseDetector:
         return self._speech_end
 
     @property
+    def phrase_breaks(self) -> list[int]:
+        """Where the speaker paused and went on in this turn: the middle of each such silence (sample indices).
+
+        The words before a break are finished (a pause of at least `pause_ms`, then new speech), so a
+        transcriber may take each phrase once instead of the whole turn again and again; the middle leaves
+        half the silence (>= 96 ms) on each side for soft endings and onsets."""
+        breaks, paused_at = [], None
+        for event in self._events:
+            if event.kind == "pause":
+                paused_at = event.sample
+            elif event.kind == "resume" and paused_at is not None:
+                breaks.append((paused_at + event.sample) // 2)
+        return breaks
+
+    @property
     def events(self) -> list[VadEvent]:
         """All events since reset, in order."""
         return list(self._events)

@@ -88,11 +88,16 @@ class MiniOmni:
     def device(self) -> torch.device:
         return self.gpt.lm_head.weight.device
 
-    def listen(self, audio: np.ndarray, sample_rate: int, history: Sequence[Message] = ()) -> None:
+    def listen(
+        self, audio: np.ndarray, sample_rate: int, history: Sequence[Message] = (), breaks: Sequence[int] = ()
+    ) -> None:
         """Nothing to do ahead: mini-omni decodes the transcript together with the answer."""
 
-    def respond(self, audio: np.ndarray, sample_rate: int, history: Sequence[Message] = ()) -> Iterator[ReplyChunk]:
-        """Answers one question. `history` is ignored: mini-omni is single-turn.
+    def respond(
+        self, audio: np.ndarray, sample_rate: int, history: Sequence[Message] = (), breaks: Sequence[int] = ()
+    ) -> Iterator[ReplyChunk]:
+        """Answers one question. `history` is ignored: mini-omni is single-turn; so are `breaks` (it hears the
+        whole turn at once).
 
         The transcript comes from the model's own ASR task, decoded in the same batch as the answer; the answer's
         text and audio are held back until the transcript is complete, because the transcript chunk comes first.

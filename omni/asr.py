@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from omni.audio import SAMPLE_RATE
+from omni.memory import release_freed_memory
 from omni.models import resolve
 from omni.threads import OwnThread
 
@@ -60,6 +61,7 @@ class Transcriber:
             cpu_threads=self.options.threads,
             local_files_only=True,
         )
+        release_freed_memory()  # the float16 weights it just converted to int8
         if not self.model.model.is_multilingual:
             self.options.language = "en"
         tokenizer = self.model.hf_tokenizer

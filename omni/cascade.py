@@ -18,6 +18,7 @@ from omni.asr import AsrOptions, Transcriber
 from omni.audio import SAMPLE_RATE, prepare
 from omni.clauses import ClauseSplitter
 from omni.llm import ChatModel, LlmOptions
+from omni.memory import release_freed_memory
 from omni.speech_model import Message, NoSpeechError, ReplyChunk, Turn
 from omni.tts import Speaker
 
@@ -83,6 +84,7 @@ class Cascade:
             self.llm.warm_up()
         for _ in self.tts.synthesize("Hello."):
             pass
+        release_freed_memory()
 
     def transcribe(self, audio: np.ndarray) -> str:
         with self._asr_lock:
@@ -164,6 +166,7 @@ class Cascade:
                 deltas.close()  # a closed reply (a cancelled turn) stops llama.cpp here, within one token
         yield from speak(splitter.flush())
         mark("total_ms")
+        release_freed_memory()
         timings["tokens"] = len(reply)
         timings["tokens_per_s"] = (len(reply) - 1) / writing_s if writing_s > 0 else 0.0
         timings["tts_rtf"] = synth_s / spoken_s if spoken_s else 0.0

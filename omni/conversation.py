@@ -241,11 +241,15 @@ class Conversation:
         """Where the user paused and went on in this turn, as sample indices into `turn_audio()`."""
         return [b - self._turn_start() for b in self.detector.phrase_breaks]
 
+    def _answer(self, speech_end: int | None = None) -> BackgroundReply:
+        """Start answering the turn as heard up to SPEECH_END (default: its end so far)."""
+        audio, history = self.turn_audio(speech_end), list(self.history)
+        return BackgroundReply(self.model.respond(audio, SAMPLE_RATE, history, self.phrase_breaks()))
+
     def _speculate(self, pause: VadEvent) -> None:
         if self._speculation:
             self._speculation.cancel()
-        chunks = self.model.respond(self.turn_audio(pause.sample), SAMPLE_RATE, list(self.history), self.phrase_breaks())
-        self._speculation = BackgroundReply(chunks)
+        self._speculation = self._answer(pause.sample)
 
     def reply(self, heartbeat_s: float | None = None) -> Iterator[ReplyChunk]:
         """Answer the turn that just ended (or whatever was heard so far), then listen for the next one.
@@ -256,11 +260,8 @@ class Conversation:
         may need a nudge to pass on what it holds).
         """
         with self._lock:
-            reply = self._speculation
+            reply = self._speculation or self._answer()
             self._speculation = None
-            if reply is None:
-                chunks = self.model.respond(self.turn_audio(), SAMPLE_RATE, list(self.history), self.phrase_breaks())
-                reply = BackgroundReply(chunks)
             self._reply = reply
             self.spoken = spoken = SpokenReply()
             self.speaking = True

@@ -31,6 +31,16 @@ class LlmOptions:
     threads: int = min(2, os.cpu_count() or 1)
 
 
+def build_prompt(options: LlmOptions, history: Sequence[Message], user_text: str) -> list[dict[str, str]]:
+    """System prompt + as much recent history as fits + the new user turn (for a local or a remote model)."""
+    budget = (options.n_ctx - options.max_tokens) * 3  # ~3 characters per token, with a margin
+    messages = [{"role": m["role"], "content": m["content"]} for m in history if m["role"] != "system"]
+    messages.append({"role": "user", "content": user_text})
+    while len(messages) > 1 and sum(len(m["content"]) for m in messages) > budget:
+        messages = messages[2:]  # forget the oldest exchange first
+    return [{"role": "system", "content": options.system_prompt}, *messages]
+
+
 class ChatModel:
     """A llama.cpp chat model. `stream` yields reply text deltas for a list of messages."""
 
@@ -65,13 +75,7 @@ class ChatModel:
         return self.llm._model.token_get_text(token) if token != -1 else ""
 
     def prompt(self, history: Sequence[Message], user_text: str) -> list[dict[str, str]]:
-        """System prompt + as much recent history as fits + the new user turn."""
-        budget = (self.options.n_ctx - self.options.max_tokens) * 3  # ~3 characters per token, with a margin
-        messages = [{"role": m["role"], "content": m["content"]} for m in history if m["role"] != "system"]
-        messages.append({"role": "user", "content": user_text})
-        while len(messages) > 1 and sum(len(m["content"]) for m in messages) > budget:
-            messages = messages[2:]  # forget the oldest exchange first
-        return [{"role": "system", "content": self.options.system_prompt}, *messages]
+        return build_prompt(self.options, history, user_text)
 
     def prefill(self, history: Sequence[Message], user_text: str) -> int:
         """Evaluate the prompt for answering USER_TEXT into the KV cache, without answering yet.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-step set-up on a fresh Debian 12 machine: system packages, a virtual environment, every model.
 #   ./setup.sh          what the app needs
-#   ./setup.sh --test   plus what the tests need (Chromium for the browser tests, pytest, Playwright)
+#   ./setup.sh --test   plus what the tests need (Chromium for the browser tests, PostgreSQL for the store tests,
+#                       pytest, Playwright)
 # Safe to run again: what is already there is kept.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,7 +11,7 @@ test_deps=false
 [ "${1:-}" = "--test" ] && test_deps=true
 
 packages=(ffmpeg python3-venv)
-$test_deps && packages+=(chromium)
+$test_deps && packages+=(chromium postgresql)  # tests/test_store.py starts its own server from the binaries
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -65,11 +65,13 @@ class Cascade:
         asr_options: AsrOptions | None = None,
         llm_options: LlmOptions | None = None,
     ) -> "Cascade":
+        from omni.remote import chat_model_from_env, speaker_from_env, transcriber_from_env  # OMNI_*_URL
+
         options = options or CascadeOptions()
         return cls(
-            Transcriber(options.asr, asr_options),
-            ChatModel(options.llm, llm_options),
-            Speaker.load(options.tts),
+            transcriber_from_env(asr_options) or Transcriber(options.asr, asr_options),
+            chat_model_from_env(llm_options) or ChatModel(options.llm, llm_options),
+            speaker_from_env() or Speaker.load(options.tts),
             options,
         )
 

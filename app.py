@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,30 +30,31 @@ DATA = ROOT / ".cache"
 os.environ.setdefault("GRADIO_TEMP_DIR", str(DATA / "gradio"))
 
 import gradio as gr  # noqa: E402 - after GRADIO_TEMP_DIR is set
-import gradio.audio_stream_encoder as _aac  # noqa: E402
-
-# Gradio 6 waits only 0.1 s for its ffmpeg AAC encoder to emit the first frames; with the language model busy on
-# both cores ffmpeg often takes longer, the browser then finds an empty playlist and its HLS player retries a
-# second later. Waiting up to 0.5 s (it returns as soon as frames exist) lets the first fetch find audio.
-_aac.STARTUP_WAIT = max(_aac.STARTUP_WAIT, 0.5)
+import uvicorn  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
+from gradio.route_utils import get_root_url  # noqa: E402
 
 from omni import NoSpeechError, SpeechModel, add_model_arguments, load_speech_model, use_model_arguments  # noqa: E402
 from omni.audio import SAMPLE_RATE, to_int16  # noqa: E402
 from omni.conversation import Conversation, ConversationOptions  # noqa: E402
+from omni.live import LiveReplies  # noqa: E402
+from omni.media import MediaStore, OwnerCookie, new_id, owner_of  # noqa: E402
 from omni.models import ModelError  # noqa: E402
-from omni.mp3 import encode_stream  # noqa: E402
-from omni.wav import wav_bytes, write_wav  # noqa: E402
+from omni.wav import write_wav  # noqa: E402
 from utils.vad import PauseDetectorOptions, SileroVad  # noqa: E402
 
 log = logging.getLogger("app")
-RECORDINGS = DATA / "recordings"  # every turn's audio, one folder per browser session
+RECORDINGS = DATA / "recordings"  # every turn's audio, one folder per browser and session (omni/media.py)
+RETENTION_DAYS = float(os.environ.get("OMNI_RETENTION_DAYS", "7"))
+# Conversations served at once. On 2 cores two people talking get a first clause within ~2.5 s (bench.load);
+# a third would wait longer than a conversation can bear, so it is told to come back instead.
+MAX_SESSIONS = int(os.environ.get("OMNI_MAX_SESSIONS", "2"))
+ACTIVE_S = 30.0  # a session that sent microphone audio this recently counts as talking
+BUSY_NOTE = "<sub>(answering someone else: you are next)</sub>"
 CHUNK_S = 0.5  # the microphone's stream_every
-# Gradio 6 re-encodes streamed audio to AAC in an ffmpeg process and only collects the frames ready when the
-# next chunk arrives; an empty chunk after NUDGE_S of quiet collects the rest, so a clause is never held back
-# until the next one is written.
-NUDGE_S = 0.08
+HEARTBEAT_S = 0.25  # how often a reply that waits for the model checks whether to show "you are next"
 MIC, REPLY, INTERRUPT = "mic", "reply", "duplex"  # elem_ids the browser-side scripts find the components by
-HOLD, RESUME = "omni-hold", "omni-resume"  # hidden buttons web/barge_in.js presses
+HOLD, RESUME, PLAYED = "omni-hold", "omni-resume", "omni-played"  # hidden buttons the page's scripts press
 HOLD_S = 3.0  # a held reply goes on by itself after this (the browser resumes it after 2 s)
 DUPLEX = os.environ.get("OMNI_DUPLEX", "1") != "0"
 
@@ -61,16 +62,12 @@ DUPLEX = os.environ.get("OMNI_DUPLEX", "1") != "0"
 # scripts press the microphone's own buttons or pause the player.
 PRESS_STOP = f"() => {{ document.querySelector('#{MIC} .stop-button')?.click(); }}"
 PRESS_RECORD = f"() => {{ document.querySelector('#{MIC} .record-button')?.click(); }}"
-SILENCE_REPLY = f"() => {{ window.omniDropHold?.(); document.querySelectorAll('#{REPLY} audio').forEach(a => a.pause()); }}"
+SILENCE_REPLY = "() => { window.omniDropHold?.(); window.omniStopReply?.(); }"
+PLAY_REPLY = "(url) => { window.omniPlay?.(url); }"  # web/player.js streams the reply into the page's player
 # On a barge-in the server confirmed: stop playback and tell the server how much of the reply was heard.
 # web/barge_in.js (loaded into the page) holds playback even sooner, and knows where it held it.
-CUT_REPLY = f"""() => {{
-  if (window.omniCutReply) return window.omniCutReply();
-  let heard = 0;
-  document.querySelectorAll('#{REPLY} audio').forEach(a => {{ heard = Math.max(heard, a.currentTime); a.pause(); }});
-  return heard;
-}}"""
-BARGE_IN_SCRIPT = f"<script>{(ROOT / 'web' / 'barge_in.js').read_text()}</script>"
+CUT_REPLY = "() => { const heard = window.omniCutReply?.() ?? 0; window.omniStopReply?.(); return heard; }"
+PAGE_SCRIPTS = "".join(f"<script>{(ROOT / 'web' / name).read_text()}</script>" for name in ("player.js", "barge_in.js"))
 
 
 @dataclass
@@ -84,20 +81,42 @@ class AppState:
     turns: int = 0
     turn_ended_at: float = 0.0  # perf_counter() at the end of the latest user turn
     interrupted: dict | None = None  # the Chatbot message of a reply cut off by the user
-    session: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    replying: dict | None = None  # the Chatbot message of the reply being written (Stop marks it interrupted)
+    last_reply: dict | None = None  # the latest finished reply's message (a barge-in during its playback marks it)
+    # Set by the session's first microphone chunk (Gradio deep-copies one default AppState for every session, so
+    # an id made here would be the same for all): the recordings folder's name, and the browser's id (its cookie).
+    session: str = ""
+    owner: str = ""
 
 
 def interrupted_note(text: str) -> str:
     return f"{text} <sub>(interrupted)</sub>" if text else "<sub>(interrupted)</sub>"
 
 
+def audio_message(url: str, mime_type: str) -> dict:
+    """A Chatbot file at URL (the app's own media route, for its owner only), not a copy in Gradio's file cache,
+    which serves any file to anyone who has its URL."""
+    return {"type": "file", "file": {"path": url, "url": url, "mime_type": mime_type, "orig_name": url.rsplit("/")[-1]}}
+
+
 class VoiceChat:
     """The app's event handlers around one shared speech model."""
 
-    def __init__(self, model: SpeechModel, vad_options: PauseDetectorOptions | None = None):
+    def __init__(
+        self,
+        model: SpeechModel,
+        vad_options: PauseDetectorOptions | None = None,
+        media: MediaStore | None = None,
+        max_sessions: int = MAX_SESSIONS,
+    ):
         self.model = model
         self.vad_options = vad_options or PauseDetectorOptions()
         self.vad = SileroVad().load()  # loaded once; every session gets its own stream state (fork)
+        self.media = media or MediaStore(RECORDINGS, RETENTION_DAYS)
+        self.live = LiveReplies()
+        self.max_sessions = max_sessions
+        self._active: dict[str, float] = {}  # session -> when it last sent microphone audio
+        self._admission = threading.Lock()
 
     def conversation(self, state: AppState) -> Conversation:
         if state.conversation is None:
@@ -105,12 +124,38 @@ class VoiceChat:
             state.conversation = Conversation(self.model, self.vad_options, options, vad=self.vad.fork())
         return state.conversation
 
+    def admit(self, state: AppState) -> bool:
+        """Whether this session may talk now: it is already talking, or fewer than `max_sessions` are."""
+        now = time.monotonic()
+        with self._admission:
+            self._active = {s: t for s, t in self._active.items() if now - t < ACTIVE_S}
+            if state.session not in self._active and len(self._active) >= self.max_sessions:
+                return False
+            self._active[state.session] = now
+            return True
+
+    def forget(self, state: AppState) -> None:
+        """The browser session is gone (Gradio deletes its state): free what its conversation held."""
+        with self._admission:
+            self._active.pop(state.session, None)
+        if state.conversation is not None:
+            state.conversation.close()
+
     # --- microphone ------------------------------------------------------------------------------------
 
-    def on_chunk(self, chunk: tuple[int, np.ndarray] | None, state: AppState):
+    def on_chunk(self, chunk: tuple[int, np.ndarray] | None, state: AppState, request: gr.Request | None = None):
         """Each 0.5 s of microphone audio -> (state, turn ended, microphone off, barge-in), signals or skips."""
         if state.stopped or chunk is None:
             return state, gr.skip(), gr.skip(), gr.skip()
+        if not state.session:  # the session's first chunk: who is it?
+            state.session = new_id()
+            state.owner = (request and owner_of(request.headers.get("cookie"))) or new_id()
+        if not self.admit(state):
+            gr.Warning(
+                f"Sorry, I am already talking with {self.max_sessions} people and this machine cannot serve more "
+                "at once. Please try again in a minute."
+            )
+            return state, gr.skip(), time.time(), gr.skip()  # the microphone goes off
         sample_rate, audio = chunk
         conversation = self.conversation(state)
         interruptions = conversation.interruptions
@@ -121,6 +166,9 @@ class VoiceChat:
             return state, gr.skip(), gr.skip(), gr.skip()
         now = time.time()
         barged_in = now if conversation.interruptions > interruptions else gr.skip()
+        if conversation.interruptions > interruptions and state.interrupted is None and state.replying is None:
+            # The reply was all written but was still playing: the player will say how much was heard.
+            state.interrupted = state.last_reply
         if any(e.kind == "end_of_turn" for e in events):
             state.turns += 1
             state.turn_ended_at = time.perf_counter()
@@ -148,67 +196,80 @@ class VoiceChat:
 
     # --- the reply ---------------------------------------------------------------------------------------
 
-    def respond(self, state: AppState) -> Iterator[tuple]:
-        """Stream the answer to the turn that just ended: (reply audio chunk, chat, state, re-arm signal)."""
+    def respond(self, state: AppState, request: gr.Request | None = None) -> Iterator[tuple]:
+        """Answer the turn that just ended: (live reply URL, chat, state, re-arm signal) as the reply grows.
+
+        The reply's audio streams to the page through its own URL (omni/live.py), opened now so that the page is
+        already listening when the first clause is spoken."""
         conversation = state.conversation
         if state.stopped or conversation is None:
             return
-        folder = RECORDINGS / state.session
-        folder.mkdir(parents=True, exist_ok=True)
-        user_wav = folder / f"turn-{state.turns:03d}-user.wav"
+        turn = state.turns  # read once: in full duplex the next turn may end while this one is answered
+        folder = self.media.folder(state.owner, state.session)
+        origin = get_root_url(request.request, "/gradio_api/queue/join", None) if request and request.request else ""
+        user_wav = folder / f"turn-{turn:03d}-user.wav"
         write_wav(user_wav, to_int16(conversation.turn_audio()), SAMPLE_RATE)
-        user = {"role": "user", "content": [{"path": str(user_wav), "mime_type": "audio/wav"}]}
-        state.chat.append(user)
-        yield gr.skip(), state.chat, state, gr.skip()
+        user = {"role": "user", "content": [audio_message(origin + self.media.url(user_wav), "audio/wav")]}
+        assistant = {"role": "assistant", "content": ["…"]}
+        state.chat += [user, assistant]
+        state.replying = assistant
+        live = self.live.open(state.owner, self.model.sample_rate)
+        yield origin + live.url, state.chat, state, gr.skip()
+        try:
+            yield from self._reply(state, conversation, turn, user, assistant, live, folder, origin)
+        finally:
+            live.close()  # finished, failed or cancelled (Stop): the page's stream ends
+            state.replying = None
 
-        assistant: dict | None = None
-        text, pcm = "", []
+    def _reply(self, state, conversation, turn, user, assistant, live, folder, origin) -> Iterator[tuple]:
+        text, spoken = "", False
+        understood = False  # the user's words came back from the model
         first_audio_s = None
-        held = False  # audio yielded that Gradio's AAC encoder may still hold back
         interruptions = conversation.interruptions
         try:
-            for chunk in conversation.reply(heartbeat_s=NUDGE_S):
+            for chunk in conversation.reply(heartbeat_s=HEARTBEAT_S):
                 if chunk.empty:
-                    if held:  # the model is busy: have Gradio pass on the frames it encoded from the last chunk
-                        held = False
-                        yield wav_bytes(np.zeros(0, np.int16), self.model.sample_rate), state.chat, state, gr.skip()
+                    if not text and getattr(conversation.model, "waiting", 0) and assistant["content"] != [BUSY_NOTE]:
+                        assistant["content"] = [BUSY_NOTE]  # someone else's reply has the model: say so
+                        yield gr.skip(), state.chat, state, gr.skip()
                 elif chunk.turn is not None:
-                    log.info("turn %d: %s", state.turns, {k: round(v) for k, v in chunk.turn.timings.items()})
+                    log.info("turn %d: %s", turn, {k: round(v) for k, v in chunk.turn.timings.items()})
                 elif chunk.transcript is not None:
                     user["content"].append(chunk.transcript)
-                    assistant = {"role": "assistant", "content": ["…"]}
-                    state.chat.append(assistant)
+                    understood = True
                     yield gr.skip(), state.chat, state, gr.skip()
-                elif chunk.text is not None and assistant is not None:
+                elif chunk.text is not None:
                     text += chunk.text
                     assistant["content"] = [text]
                     yield gr.skip(), state.chat, state, gr.skip()
                 elif chunk.audio is not None:
                     if first_audio_s is None:
                         first_audio_s = time.perf_counter() - state.turn_ended_at
-                        log.info("turn %d: first reply audio %.0f ms after the end of the turn", state.turns, first_audio_s * 1000)
-                    pcm.append(chunk.audio)
-                    held = True
-                    yield wav_bytes(chunk.audio, self.model.sample_rate), state.chat, state, gr.skip()
+                        log.info("turn %d: first reply audio %.0f ms after the end of the turn", turn, first_audio_s * 1000)
+                    live.write(chunk.audio)
+                    spoken = True
         except NoSpeechError:
-            state.chat.remove(user)
+            state.chat = [m for m in state.chat if m is not user and m is not assistant]
             gr.Info("No words heard. I'm still listening.")
             yield gr.skip(), state.chat, state, self.listen_again(state)  # nothing will play
             return
         except Exception as e:  # noqa: BLE001 - a failed turn is reported; the conversation goes on
             log.exception("the reply failed")
             gr.Warning(f"The reply failed: {e}")
-            if assistant is not None and not pcm:
+            if not spoken:
                 state.chat.remove(assistant)
             yield gr.skip(), state.chat, state, self.listen_again(state)
             return
-        if assistant is None:
-            return  # stopped before the user's words were understood
+        if not understood:  # stopped before the user's words were understood
+            state.chat.remove(assistant)
+            yield gr.skip(), state.chat, state, gr.skip()
+            return
         content: list = [text.strip()]
-        if pcm:
-            reply_mp3 = folder / f"turn-{state.turns:03d}-reply.mp3"
-            reply_mp3.write_bytes(b"".join(encode_stream(pcm, self.model.sample_rate)))
-            content.append({"path": str(reply_mp3), "mime_type": "audio/mpeg"})
+        if spoken:
+            live.close()
+            reply_mp3 = folder / f"turn-{turn:03d}-reply.mp3"
+            reply_mp3.write_bytes(live.data)  # the very bytes the page played
+            content.append(audio_message(origin + self.media.url(reply_mp3), "audio/mpeg"))
         if conversation.interruptions > interruptions:
             # Cut off by the user: show what the history keeps until the player says how much it played.
             content[0] = interrupted_note(conversation.spoken.heard or "")
@@ -216,6 +277,7 @@ class VoiceChat:
         elif first_audio_s is not None:
             content.append(f"<sub>replied in {first_audio_s:.2f} s</sub>")  # end of the user's turn -> first audio
         assistant["content"] = content
+        state.last_reply = assistant
         yield gr.skip(), state.chat, state, gr.skip()
 
     def listen_again(self, state: AppState):
@@ -237,7 +299,11 @@ class VoiceChat:
         state.stopped = True
         if state.conversation:
             state.conversation.cancel()
-        return state, time.time()
+        if state.replying is not None:  # cut off mid-reply: say so, as for a barge-in
+            text = state.replying["content"][0]
+            state.replying["content"] = [interrupted_note(text if text not in ("…", BUSY_NOTE) else "")]
+            state.replying = None
+        return state, time.time(), state.chat
 
     def start(self, state: AppState):
         state.stopped = False
@@ -246,24 +312,27 @@ class VoiceChat:
         return state, time.time()
 
     def clear(self, state: AppState):
+        """Forget the conversation and delete its recordings."""
         if state.conversation:
             state.conversation.clear()
+        self.media.delete(state.owner, state.session)
         state.chat = []
-        state.interrupted = None
+        state.interrupted = state.replying = state.last_reply = None
         return state, []
 
 
 def build_demo(chat: VoiceChat) -> gr.Blocks:
     model = chat.model
     models = getattr(model, "description", model.name)
-    with gr.Blocks(title="Omni voice chat") as demo:
+    # Gradio's own temporary files (microphone uploads, streamed segments) are deleted after an hour.
+    with gr.Blocks(title="Omni voice chat", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
             "## Omni voice chat\n"
             "Press **Record** once and talk. Pause and it answers out loud, then listens again by itself; "
             "talk over it to interrupt. "
             f"<sub>Model: {models}, all local.</sub>"
         )
-        state = gr.State(AppState())
+        state = gr.State(AppState(), delete_callback=chat.forget)  # deep-copied for every browser session
         # Hidden numbers: the server changes them, and their .change runs a script in the browser.
         turn_ended = gr.Number(value=0, visible=False)
         mic_off = gr.Number(value=0, visible=False)
@@ -271,12 +340,14 @@ def build_demo(chat: VoiceChat) -> gr.Blocks:
         barged_in = gr.Number(value=0, visible=False)
         heard = gr.Number(value=0, visible=False)
         silence = gr.Number(value=0, visible=False)
+        live_url = gr.Textbox(visible=False)  # the current reply's stream, played by web/player.js
         hold = gr.Button(visible="hidden", elem_id=HOLD)
         resume = gr.Button(visible="hidden", elem_id=RESUME)
+        played = gr.Button(visible="hidden", elem_id=PLAYED)
         with gr.Row():
             with gr.Column(scale=1):
                 mic = gr.Audio(sources=["microphone"], type="numpy", label="Your microphone", elem_id=MIC)
-                reply = gr.Audio(label="Reply", streaming=True, autoplay=True, interactive=False, elem_id=REPLY)
+                gr.HTML("<b>Reply</b>", elem_id=REPLY)  # web/player.js puts the live reply's player here
                 duplex = gr.Checkbox(value=DUPLEX, label="Let me interrupt (keep listening while it speaks)", elem_id=INTERRUPT)
                 with gr.Row():
                     stop = gr.Button("Stop conversation", variant="stop")
@@ -294,19 +365,34 @@ def build_demo(chat: VoiceChat) -> gr.Blocks:
             concurrency_limit=None,  # a chunk costs ~1 ms: never queue one behind another session's
         )
         mic_off.change(None, None, None, js=PRESS_STOP)
-        answering = turn_ended.change(chat.respond, [state], [reply, chatbot, state, listen_again])
-        played = reply.stop(chat.listen_again, [state], [listen_again])
+        # Every admitted session's reply may run at once: the model's compute queue takes turns between them.
+        answering = turn_ended.change(
+            chat.respond, [state], [live_url, chatbot, state, listen_again], concurrency_limit=chat.max_sessions
+        )
+        live_url.change(None, [live_url], None, js=PLAY_REPLY)
+        played.click(chat.listen_again, [state], [listen_again], concurrency_limit=None, api_visibility="private")
         listen_again.change(None, None, None, js=PRESS_RECORD)
         barged_in.change(None, None, [heard], js=CUT_REPLY)
         heard.change(chat.on_heard, [heard, state], [chatbot, state])
         hold.click(chat.on_hold, [state], None, concurrency_limit=None, api_visibility="private")
         resume.click(chat.on_resume, [state], None, concurrency_limit=None, api_visibility="private")
         duplex.change(chat.set_duplex, [duplex, state], [state])
-        stop.click(chat.stop, [state], [state, silence], cancels=[answering, played]).then(None, js=PRESS_STOP)
+        stop.click(chat.stop, [state], [state, silence, chatbot], cancels=[answering]).then(None, js=PRESS_STOP)
         silence.change(None, None, None, js=SILENCE_REPLY)
         start.click(chat.start, [state], [state, listen_again])
         clear.click(chat.clear, [state], [state, chatbot])
     return demo
+
+
+def serve(chat: VoiceChat) -> FastAPI:
+    """The app's web server: the Gradio page, and the media route that serves each browser only its own files."""
+    app = FastAPI()
+    app.add_middleware(OwnerCookie)
+    chat.media.add_routes(app)
+    chat.live.add_routes(app)
+    demo = build_demo(chat)
+    demo.queue(default_concurrency_limit=chat.max_sessions)
+    return gr.mount_gradio_app(app, demo, path="", head=PAGE_SCRIPTS)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -322,8 +408,11 @@ def main(argv: list[str] | None = None) -> None:
     except ModelError as e:
         raise SystemExit(f"error: {e}") from None
     chat = VoiceChat(model)
-    demo = build_demo(chat)
-    demo.queue(default_concurrency_limit=4).launch(allowed_paths=[str(RECORDINGS)], head=BARGE_IN_SCRIPT)
+    chat.media.sweep_every(3600)
+    host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+    port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+    log.info("open http://%s:%d", host, port)
+    uvicorn.run(serve(chat), host=host, port=port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -7,20 +7,35 @@ while the rest of the answer is still being written.
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
 from omni.asr import AsrOptions, Transcriber
 from omni.audio import SAMPLE_RATE, prepare
 from omni.clauses import ClauseSplitter
-from omni.llm import ChatModel, LlmOptions
+from omni.llm import ChatModel, ChatSlot, LlmOptions
 from omni.memory import release_freed_memory
+from omni.scheduler import LISTENING, URGENT, ComputeQueue
 from omni.speech_model import Message, NoSpeechError, ReplyChunk, Turn
 from omni.tts import Speaker
+
+T = TypeVar("T")
+_DONE = object()
+WAIT_S = 0.05  # while waiting for the model, a reply says so this often (and can be cancelled)
+
+
+def run(steps: Generator[object, None, T]) -> T:
+    """Run a generator to its end and return its return value (for callers that need no heartbeats)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
 
 @dataclass
 class Phrase:
@@ -45,7 +60,12 @@ class CascadeOptions:
 
 
 class Cascade:
-    """Speech in -> text -> text -> speech out, behind the `SpeechModel` interface."""
+    """Speech in -> text -> text -> speech out, behind the `SpeechModel` interface.
+
+    One Whisper, one llama.cpp model and one piper voice serve every conversation; `session()` gives each
+    conversation its own phrases and prompt cache, and the compute queue takes their work one short step at a time,
+    the most urgent first (`omni.scheduler`).
+    """
 
     name = "cascade"
 
@@ -53,10 +73,8 @@ class Cascade:
         self.asr, self.llm, self.tts = asr, llm, tts
         self.options = options or CascadeOptions()
         self.sample_rate = tts.sample_rate
-        # One llama.cpp context and one Whisper model serve every conversation: take turns.
-        self._asr_lock = threading.Lock()
-        self._llm_lock = threading.Lock()
-        self._heard: list[Phrase] = []  # the phrases of the latest turn heard, for all conversations
+        self.queue = ComputeQueue()
+        self._own = CascadeSession(self)  # for callers without a conversation of their own (CLIs, bench)
 
     @classmethod
     def load(
@@ -81,91 +99,156 @@ class Cascade:
 
     def warm_up(self) -> None:
         """Run each model once so that the first user turn does not pay for lazy initialisation."""
-        self.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32))
-        with self._llm_lock:
-            self.llm.warm_up()
+        self.asr.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32))
+        self.llm.warm_up()
         for _ in self.tts.synthesize("Hello."):
             pass
         release_freed_memory()
 
-    def transcribe(self, audio: np.ndarray) -> str:
-        with self._asr_lock:
-            return self.asr.transcribe(audio)
+    def session(self) -> "CascadeSession":
+        return CascadeSession(self)
+
+    def listen(
+        self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
+    ) -> None:
+        self._own.listen(audio, sample_rate, history, breaks)
+
+    def respond(
+        self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
+    ) -> Iterator[ReplyChunk]:
+        return self._own.respond(audio, sample_rate, history, breaks)
+
+
+class CascadeSession:
+    """One conversation with the cascade: its phrases heard so far and its prompt cache (a `SpeechModel`)."""
+
+    def __init__(self, cascade: Cascade):
+        self.cascade = cascade
+        self.name, self.sample_rate = cascade.name, cascade.sample_rate
+        self.phrases: list[Phrase] = []  # the latest turn heard, phrase by phrase
+        self.slot = ChatSlot()
+
+    def session(self) -> "CascadeSession":
+        return self
+
+    @property
+    def waiting(self) -> int:
+        """0, or this conversation's place in the queue for the model (1: next)."""
+        return self.cascade.queue.waiting(self)
+
+    def close(self) -> None:
+        """The conversation is over: free its prompt cache."""
+        with self.cascade.queue.step(self):
+            self.cascade.llm.forget(self.slot)
+
+    def _step(
+        self, work: Callable[[], T], priority: Callable[[], float], keep: bool = False
+    ) -> Generator[ReplyChunk, None, T]:
+        """WORK() as one turn of the compute queue (`yield from` it: it returns what WORK returns).
+
+        While it waits for its turn it yields an empty chunk every WAIT_S, so that a reply waiting behind others
+        can still be closed (cancelled) at once. With KEEP, the turn is kept for this conversation's next step."""
+        queue = self.cascade.queue
+        ticket = queue.ask(self, priority())
+        try:
+            while not queue.wait(ticket, WAIT_S, priority()):
+                yield ReplyChunk()
+        except BaseException:  # closed while waiting
+            queue.withdraw(ticket)
+            raise
+        try:
+            return work()
+        finally:
+            queue.release(self, keep)
 
     def listen(
         self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
     ) -> None:
         """Transcribe the turn so far and evaluate the prompt that answers it: if the user stops here, `respond`
         finds both done and starts writing at once; if they go on, it reuses the prompt up to the new words."""
-        transcript = self._transcribe_turn(audio, sample_rate, breaks)
-        if transcript:
-            with self._llm_lock:
-                self.llm.prefill(history, transcript)
+        listening = lambda: LISTENING  # noqa: E731 - ahead of replies with more than a second in hand
+        transcript = run(self._transcribe_turn(audio, sample_rate, breaks, listening))
+        steps = self.cascade.llm.prefill_steps(history, transcript, self.slot)
+        while run(self._step(lambda: next(steps, _DONE), listening)) is not _DONE:
+            pass
 
-    def _transcribe_turn(self, audio: np.ndarray, sample_rate: int, breaks: Sequence[int]) -> str:
+    def _transcribe_turn(
+        self, audio: np.ndarray, sample_rate: int, breaks: Sequence[int], priority: Callable[[], float]
+    ) -> Generator[ReplyChunk, None, str]:
         """The transcript of a turn (so far), phrase by phrase between the BREAKS where the speaker paused.
 
-        A phrase already heard by an earlier call (checked by content: one cascade serves every conversation) is
-        not transcribed again, so each call only transcribes the words since the last pause, however long the
-        turn. Whisper hears a finished phrase whole, with the silence around it, so this costs no accuracy.
+        A phrase already heard by an earlier call (checked by content) is not transcribed again, so each call only
+        transcribes the words since the last pause, however long the turn. Whisper hears a finished phrase whole,
+        with the silence around it, so this costs no accuracy.
         """
         audio = prepare(audio, sample_rate)
         cuts = [c for c in (round(b * SAMPLE_RATE / sample_rate) for b in breaks) if 0 < c < audio.size]
-        with self._asr_lock:
-            known, heard = self._heard, []
-            for i, piece in enumerate(np.split(audio, cuts)):
-                phrase = known[i] if i < len(known) and known[i].covers(piece) else None
-                heard.append(phrase or Phrase(piece, self.asr.transcribe(piece)))
-            self._heard = heard
+        known, heard = self.phrases, []
+        for i, piece in enumerate(np.split(audio, cuts)):
+            phrase = known[i] if i < len(known) and known[i].covers(piece) else None
+            if phrase is None:
+                text = yield from self._step(lambda piece=piece: self.cascade.asr.transcribe(piece), priority)
+                phrase = Phrase(piece, text)
+            heard.append(phrase)
+        self.phrases = heard
         return " ".join(p.transcript for p in heard if p.transcript)
 
     def respond(
         self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
     ) -> Iterator[ReplyChunk]:
+        cascade = self.cascade
         start = time.perf_counter()
         timings: dict[str, float] = {}
+        first_audio_at: float | None = None
+        spoken_s = synth_s = writing_s = 0.0
 
         def mark(name: str) -> None:
             timings.setdefault(name, (time.perf_counter() - start) * 1000)
 
-        transcript = self._transcribe_turn(audio, sample_rate, breaks)
+        def lead() -> float:
+            """Seconds of this reply the listener has in hand: the less, the sooner it gets the model."""
+            return URGENT if first_audio_at is None else max(0.0, spoken_s - (time.perf_counter() - first_audio_at))
+
+        transcript = yield from self._transcribe_turn(audio, sample_rate, breaks, lead)
         mark("asr_ms")
         if not transcript:
             raise NoSpeechError("No words were heard.")
         yield ReplyChunk(transcript=transcript)
 
         reply: list[str] = []
-        splitter = ClauseSplitter(self.options.first_clause_words)
-        synth_s = spoken_s = writing_s = 0.0
+        splitter = ClauseSplitter(cascade.options.first_clause_words)
 
         def speak(pieces: list[str]) -> Iterator[ReplyChunk]:
-            nonlocal synth_s, spoken_s
+            nonlocal synth_s, spoken_s, first_audio_at
             for piece in pieces:
                 t = time.perf_counter()
-                for i, pcm in enumerate(self.tts.synthesize(piece)):
+                audio = yield from self._step(lambda piece=piece: list(cascade.tts.synthesize(piece)), lead)
+                synth_s += time.perf_counter() - t
+                for i, pcm in enumerate(audio):
                     mark("first_audio_ms")
-                    synth_s += time.perf_counter() - t
+                    first_audio_at = first_audio_at or time.perf_counter()
                     spoken_s += len(pcm) / self.sample_rate
                     yield ReplyChunk(audio=pcm, spoken="" if i else piece)
-                    t = time.perf_counter()
 
-        # Writing and speaking take turns in this one thread: on two cores, llama.cpp's two threads and piper
+        # Writing and speaking take turns, one step at a time: on two cores, llama.cpp's two threads and piper
         # running side by side slowed generation from ~24 to ~11 tokens/s, and both stay far ahead of playback.
-        with self._llm_lock:
-            deltas = self.llm.stream(history, transcript)
-            try:
+        # Each token is a step that keeps the model for this reply, until a clause is spoken.
+        deltas = cascade.llm.stream(history, transcript, self.slot)
+        try:
+            t = time.perf_counter()
+            while (delta := (yield from self._step(lambda: next(deltas, _DONE), lead, keep=True))) is not _DONE:
+                if not delta:  # the prompt being evaluated, or part of a character
+                    continue
+                mark("first_token_ms")
+                if reply:  # time per token after the first, without the speaking in between
+                    writing_s += time.perf_counter() - t
+                reply.append(delta)
+                # Every token is yielded: the caller sees the text grow, and can cancel between tokens.
+                yield ReplyChunk(text=delta)
+                yield from speak(splitter.push(delta))
                 t = time.perf_counter()
-                for delta in deltas:
-                    mark("first_token_ms")
-                    if reply:  # time per token after the first, without the speaking in between
-                        writing_s += time.perf_counter() - t
-                    reply.append(delta)
-                    # Every token is yielded: the caller sees the text grow, and can cancel between tokens.
-                    yield ReplyChunk(text=delta)
-                    yield from speak(splitter.push(delta))
-                    t = time.perf_counter()
-            finally:
-                deltas.close()  # a closed reply (a cancelled turn) stops llama.cpp here, within one token
+        finally:
+            deltas.close()  # a closed reply (a cancelled turn) stops here, within one token
         yield from speak(splitter.flush())
         mark("total_ms")
         release_freed_memory()

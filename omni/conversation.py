@@ -112,7 +112,9 @@ class BackgroundReply:
         return self.chunks()
 
 
-INTERRUPTED = "[interrupted by the user]"  # how a cut-off reply reads in the history the model sees
+# How a cut-off reply ends in the history the model sees: what was heard, then this. Not a bracketed note such as
+# "[interrupted by the user]": the model copied that into its next replies, where it was read aloud and shown.
+INTERRUPTED = "\u2026"
 
 
 @dataclass
@@ -160,7 +162,7 @@ class Conversation:
         options: ConversationOptions | None = None,
         vad: SileroVad | None = None,
     ):
-        self.model = model
+        self.model = model.session()  # this conversation's own caches in a shared model
         self.options = options or ConversationOptions()
         self.detector = PauseDetector(vad_options, vad)
         self.history: list[Message] = []
@@ -347,7 +349,7 @@ class Conversation:
 
     def _interrupted_text(self, heard_s: float) -> str:
         self.spoken.heard = heard = self.spoken.heard_text(max(0.0, heard_s))
-        return f"{heard}... {INTERRUPTED}" if heard else INTERRUPTED
+        return f"{heard}{INTERRUPTED}"
 
     def cancel(self) -> None:
         """Stop whatever is being generated and forget the turn in progress (the history is kept)."""
@@ -362,3 +364,10 @@ class Conversation:
     def clear(self) -> None:
         self.cancel()
         self.history.clear()
+
+    def close(self) -> None:
+        """The conversation is over: stop its work and free what the model keeps for it."""
+        self.cancel()
+        close = getattr(self.model, "close", None)
+        if close:
+            close()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import codecs
+import ctypes
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from omni.models import resolve
+import llama_cpp
+
+from omni.models import ModelError, resolve
 from omni.speech_model import Message
 from omni.threads import OwnThread
 
@@ -41,8 +45,26 @@ def build_prompt(options: LlmOptions, history: Sequence[Message], user_text: str
     return [{"role": "system", "content": options.system_prompt}, *messages]
 
 
+EVAL_STEP = 16  # prompt tokens evaluated per step (~0.3 s on 2 cores): another conversation waits at most that
+
+
+@dataclass(eq=False)
+class ChatSlot:
+    """One conversation's prompt cache. While another conversation uses the model, its KV cache waits here.
+
+    Saving llama.cpp's sequence state costs ~6 ms and restoring it ~1.4 ms for 271 tokens (7.8 MB, 1.5B model);
+    evaluating those tokens again would take ~5 s on 2 cores."""
+
+    tokens: list[int] = field(default_factory=list)  # what the saved cache holds
+    kv: bytes | None = None  # llama.cpp's sequence state for `tokens` (None: in the model now, or new)
+
+
 class ChatModel:
-    """A llama.cpp chat model. `stream` yields reply text deltas for a list of messages."""
+    """A llama.cpp chat model shared by several conversations, each with its own `ChatSlot`.
+
+    `stream` and `prefill_steps` are generators in which every step is one short piece of work (up to EVAL_STEP
+    prompt tokens, or one new token), so that a caller can let another conversation use the model in between.
+    """
 
     def __init__(self, key: str, options: LlmOptions | None = None):
         from llama_cpp import Llama
@@ -67,9 +89,15 @@ class ChatModel:
             verbose=False,
         )
         template = self.llm.metadata.get("tokenizer.chat_template")
-        # The same template create_chat_completion uses, to build prompt prefixes for `prefill`.
+        if not template:
+            raise ModelError(f"{path} has no chat template: it is not a chat model")
         eos, bos = (self._token_text(t) for t in (self.llm.token_eos(), self.llm.token_bos()))
-        self._formatter = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos) if template else None
+        self._formatter = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llm._model.model)
+        self._loaded: ChatSlot | None = None  # whose tokens llama.cpp's cache holds now
+        self._logits_of: tuple[ChatSlot, int] | None = None  # the slot and length whose last logits are current
+        self._fresh = ChatSlot()  # the system prompt alone, where every new conversation starts (after warm_up)
+        self.default_slot = ChatSlot()
 
     def _token_text(self, token: int) -> str:
         return self.llm._model.token_get_text(token) if token != -1 else ""
@@ -77,40 +105,113 @@ class ChatModel:
     def prompt(self, history: Sequence[Message], user_text: str) -> list[dict[str, str]]:
         return build_prompt(self.options, history, user_text)
 
-    def prefill(self, history: Sequence[Message], user_text: str) -> int:
-        """Evaluate the prompt for answering USER_TEXT into the KV cache, without answering yet.
+    def _tokens(self, history: Sequence[Message], user_text: str) -> list[int]:
+        formatted = self._formatter(messages=self.prompt(history, user_text))
+        return self.llm.tokenize(formatted.prompt.encode(), add_bos=not formatted.added_special, special=True)
+
+    # --- whose cache is in the model (these run on the model's thread) --------------------------------------
+
+    def _save(self, slot: ChatSlot) -> None:
+        ctx = self.llm._ctx.ctx
+        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0)
+        slot.tokens, slot.kv = self.llm.input_ids[: self.llm.n_tokens].tolist(), bytes(buffer)[:written]
+
+    def _use(self, slot: ChatSlot) -> None:
+        """Put SLOT's cache into llama.cpp, saving the one that is there."""
+        if self._loaded is slot:
+            return
+        if self._loaded is not None:
+            self._save(self._loaded)
+        source = slot if slot.kv is not None else self._fresh
+        ctx = self.llm._ctx.ctx
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), -1, 0, -1)
+        self.llm.n_tokens = 0
+        if source.kv is not None:
+            data = (ctypes.c_uint8 * len(source.kv)).from_buffer_copy(source.kv)
+            if llama_cpp.llama_state_seq_set_data(ctx, data, len(source.kv), 0) == len(source.kv):
+                self.llm.input_ids[: len(source.tokens)] = source.tokens
+                self.llm.n_tokens = len(source.tokens)
+        slot.kv = None  # the model holds it now: no second copy
+        self._loaded = slot
+
+    def _eval(self, slot: ChatSlot, tokens: Sequence[int]) -> None:
+        self._use(slot)
+        self.llm.eval(tokens)
+        self._logits_of = (slot, self.llm.n_tokens)
+
+    def _next_token(self, slot: ChatSlot, sampler, previous: int | None) -> int:
+        """Evaluate PREVIOUS (the token sampled last) and sample the next one."""
+        self._use(slot)
+        if previous is not None:
+            self._eval(slot, [previous])
+        elif self._logits_of != (slot, self.llm.n_tokens):  # the prompt was cached, or another slot ran since
+            last = int(self.llm.input_ids[self.llm.n_tokens - 1])
+            self.llm.n_tokens -= 1
+            self._eval(slot, [last])
+        return sampler.sample(self.llm._ctx, -1)
+
+    def forget(self, slot: ChatSlot) -> None:
+        """The conversation is over: drop its cache."""
+        slot.kv, slot.tokens = None, []
+        if self._loaded is slot:
+            self._loaded = None
+
+    # --- the steps -----------------------------------------------------------------------------------------
+
+    def _eval_steps(self, slot: ChatSlot, tokens: list[int]) -> Iterator[int]:
+        """Bring SLOT's cache to TOKENS, reusing the longest cached prefix; each step evaluates up to EVAL_STEP
+        tokens and yields how many."""
+        self._thread.call(self._use, slot)
+        cached = self.llm.longest_token_prefix(self.llm.input_ids[: self.llm.n_tokens].tolist(), tokens)
+        self.llm.n_tokens = cached  # eval drops whatever the cache held after this
+        for i in range(cached, len(tokens), EVAL_STEP):
+            batch = tokens[i : i + EVAL_STEP]
+            self._thread.call(self._eval, slot, batch)
+            yield len(batch)
+
+    def prefill_steps(self, history: Sequence[Message], user_text: str, slot: ChatSlot | None = None) -> Iterator[int]:
+        """Evaluate the prompt for answering USER_TEXT into SLOT's cache, without answering yet; each step yields
+        the tokens it evaluated.
 
         Called with what the user has said so far: if that was the whole turn, the reply starts at once; if they
-        said more, the reply reuses the cached prefix up to where the words differ. Returns the tokens evaluated.
-        """
-        if self._formatter is None or not user_text:
-            return 0
-        formatted = self._formatter(messages=self.prompt(history, user_text))
-        # Tokenized exactly as create_chat_completion does, so that its prefix match finds these tokens.
-        tokens = self.llm.tokenize(formatted.prompt.encode(), add_bos=not formatted.added_special, special=True)
-        cached = self.llm.longest_token_prefix(self.llm._input_ids.tolist(), tokens)
-        self.llm.n_tokens = cached  # eval drops whatever the cache held after this
-        self._thread.call(self.llm.eval, tokens[cached:])
-        return len(tokens) - cached
+        said more, the reply reuses the cached prefix up to where the words differ."""
+        if user_text:
+            yield from self._eval_steps(slot or self.default_slot, self._tokens(history, user_text))
 
-    def stream(self, history: Sequence[Message], user_text: str) -> Iterator[str]:
-        """Text deltas of the reply. llama.cpp reuses the cached prefix (system prompt + earlier turns)."""
-        chunks = self.llm.create_chat_completion(
-            self.prompt(history, user_text),
-            stream=True,
-            max_tokens=self.options.max_tokens,
-            temperature=self.options.temperature,
-            top_p=self.options.top_p,
-        )  # a generator: nothing runs until it is stepped, on the model's thread
-        try:
-            while (chunk := self._thread.call(next, chunks, None)) is not None:
-                delta = chunk["choices"][0]["delta"].get("content")
-                if delta:
-                    yield delta
-        finally:
-            self._thread.call(chunks.close)
+    def prefill(self, history: Sequence[Message], user_text: str, slot: ChatSlot | None = None) -> int:
+        """`prefill_steps` in one go; returns the tokens evaluated (0 when the whole prompt was cached)."""
+        return sum(self.prefill_steps(history, user_text, slot))
+
+    def stream(self, history: Sequence[Message], user_text: str, slot: ChatSlot | None = None) -> Iterator[str]:
+        """Text deltas of the reply, one step each ("" while the prompt is evaluated or a character is incomplete).
+
+        Closing the generator stops the work at once."""
+        slot = slot or self.default_slot
+        for _ in self._eval_steps(slot, self._tokens(history, user_text)):
+            yield ""
+        o = self.options
+        # Sampling as create_chat_completion did it (top-k 40, min-p 0.05, seed 0).
+        sampler = self.llm._init_sampler(top_k=40, top_p=o.top_p, min_p=0.05, temp=o.temperature)
+        text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        token = None
+        for _ in range(o.max_tokens):
+            token = self._thread.call(self._next_token, slot, sampler, token)
+            if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                return
+            yield text.decode(self.llm._model.detokenize([token]))
 
     def warm_up(self) -> None:
-        """Evaluate the system prompt once so the first real turn only pays for its own words."""
+        """Evaluate the system prompt once, kept as where every new conversation starts; then one reply step."""
+        a, b = self._tokens([], "Hello"), self._tokens([], "Bye")
+        self._thread.call(self._keep_fresh, a[: self.llm.longest_token_prefix(a, b)])
         for _ in self.stream([], "Hello"):
             break
+
+    def _keep_fresh(self, system_prompt: list[int]) -> None:
+        self._loaded = None  # whatever is in the model is dropped
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self.llm._ctx.ctx), -1, 0, -1)
+        self.llm.n_tokens = 0
+        self.llm.eval(system_prompt)
+        self._save(self._fresh)

@@ -65,6 +65,12 @@ class SpeechModel(Protocol):
     name: str
     sample_rate: int  # of the reply audio
 
+    def session(self) -> "SpeechModel":
+        """The model for one conversation: what it keeps between turns (caches) is that conversation's own.
+
+        Returning self is correct for a model that keeps nothing between calls."""
+        ...
+
     def respond(
         self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
     ) -> Iterator[ReplyChunk]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import wave
 from pathlib import Path
 
 import gradio as gr
@@ -12,7 +10,10 @@ import pytest
 import soxr
 
 from app import AppState, VoiceChat, build_demo
-from omni.audio import SAMPLE_RATE
+from omni.audio import SAMPLE_RATE, load_audio
+from omni.conversation import INTERRUPTED
+from omni.live import ROUTE as LIVE
+from omni.media import ROUTE, MediaStore
 from tests.conftest import collect  # noqa: F401 - shared fixtures live in conftest
 
 BROWSER_RATE = 48_000
@@ -37,37 +38,44 @@ def speak_turn(chat: VoiceChat, state: AppState, audio: np.ndarray) -> int | Non
 
 
 def run_reply(chat: VoiceChat, state: AppState) -> dict:
-    out = {"audio": [], "signals": []}
-    for audio, chat_messages, state, listen_again in chat.respond(state):
-        if isinstance(audio, bytes):
-            out["audio"].append(audio)
+    """Run the reply handler; "audio" is the mp3 its live stream sent to the page."""
+    out = {"audio": b"", "signals": [], "urls": []}
+    for live_url, chat_messages, state, listen_again in chat.respond(state):
+        if isinstance(live_url, str):
+            out["urls"].append(live_url)
         out["chat"] = chat_messages
         if isinstance(listen_again, float):
             out["signals"].append(listen_again)
+    (out["url"],) = out["urls"]  # one live stream per reply
+    out["audio"] = chat.live.get(out["url"]).data
     return out
 
 
+def media_file(chat: VoiceChat, message: dict) -> Path:
+    """The file behind a Chatbot audio message: a URL of the app's media route, never a path Gradio would serve."""
+    url = message["file"]["url"]
+    assert url == message["file"]["path"] and url.startswith(ROUTE + "/"), url
+    return chat.media.root / url.removeprefix(ROUTE + "/")
+
+
 @pytest.fixture(scope="module")
-def chat(cascade):
-    return VoiceChat(cascade)
+def chat(cascade, tmp_path_factory):
+    return VoiceChat(cascade, media=MediaStore(tmp_path_factory.mktemp("recordings")), max_sessions=50)
 
 
 def test_a_turn_streams_an_answer_into_the_chat(chat, say, tmp_path):
     state = AppState(duplex=False)
     assert speak_turn(chat, state, say("What is the capital of France?")) == 1
     reply = run_reply(chat, state)
-    assert reply["audio"], "no reply audio was streamed"
-    pcm = b""
-    for data in reply["audio"]:
-        with wave.open(io.BytesIO(data)) as w:  # every chunk is a complete, playable WAV
-            assert w.getframerate() == chat.model.sample_rate
-            pcm += w.readframes(w.getnframes())
-    assert len(pcm) / 2 / chat.model.sample_rate > 0.5
+    assert reply["url"].startswith(LIVE + "/")
+    (tmp_path / "streamed.mp3").write_bytes(reply["audio"])
+    streamed = load_audio(tmp_path / "streamed.mp3")  # one continuous mp3, as the page played it
+    assert streamed.size / SAMPLE_RATE > 0.5
     user, assistant = reply["chat"]
-    assert Path(user["content"][0]["path"]).exists() and "france" in user["content"][1].lower()
+    assert media_file(chat, user["content"][0]).exists() and "france" in user["content"][1].lower()
     text, audio_file, note = assistant["content"]
     assert "paris" in text.lower()
-    assert Path(audio_file["path"]).suffix == ".mp3" and Path(audio_file["path"]).stat().st_size > 1000
+    assert media_file(chat, audio_file).suffix == ".mp3" and media_file(chat, audio_file).read_bytes() == reply["audio"]
     assert note.startswith("<sub>replied in ")
 
 
@@ -98,7 +106,7 @@ def test_noise_turn_gives_a_message_and_listens_again(chat, recordings):
     backwards = audio[::-1].copy()  # speech to the pause detector, no words to Whisper
     assert speak_turn(chat, state, backwards) == 1
     reply = run_reply(chat, state)
-    assert reply["chat"] == [] and not reply["audio"]
+    assert reply["chat"] == [] and reply["audio"] == b""
     assert reply["signals"], "the microphone was not re-armed after a turn with no words"
 
 
@@ -106,7 +114,7 @@ def test_stop_start_and_clear(chat, say):
     state = AppState(duplex=False)
     speak_turn(chat, state, say("How are you today?"))
     run_reply(chat, state)
-    state, _ = chat.stop(state)
+    state, _, _ = chat.stop(state)
     assert state.stopped
     assert chat.on_chunk(next(browser_chunks(say("What is my name?"))), state)[1:] == (gr.skip(),) * 3
     assert list(chat.respond(state)) == []
@@ -121,8 +129,8 @@ def test_full_duplex_barge_in_marks_the_reply(chat, say, recordings):
     state = AppState(duplex=True)
     speak_turn(chat, state, say("Tell me a long story about a dragon."))
     replies = chat.respond(state)
-    for audio, *_ in replies:
-        if isinstance(audio, bytes) and audio[44:]:
+    for _ in replies:
+        if state.conversation.spoken.first_audio_at is not None:  # the story is being spoken
             break
     interruption, _ = recordings["spk1_snt1.wav"]
     barged = None
@@ -136,7 +144,7 @@ def test_full_duplex_barge_in_marks_the_reply(chat, say, recordings):
     assert assistant["content"][0].endswith("<sub>(interrupted)</sub>")
     chat_messages, state = chat.on_heard(1.0, state)
     assert "(interrupted)" in chat_messages[-1]["content"][0]
-    assert state.conversation.history[-1]["content"].endswith("[interrupted by the user]")
+    assert state.conversation.history[-1]["content"].endswith(INTERRUPTED)
 
 
 def test_demo_builds(chat):
@@ -155,7 +163,4 @@ def test_mini_omni_output_is_accepted(tmp_path, recordings):
     audio, _ = recordings["spk1_snt1.wav"]
     assert speak_turn(tiny_chat, state, audio) == 1
     reply = run_reply(tiny_chat, state)
-    for data in reply["audio"]:
-        with wave.open(io.BytesIO(data)) as w:
-            assert w.getframerate() == 24000
     assert reply["chat"][0]["role"] == "user"

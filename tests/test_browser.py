@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -102,29 +103,40 @@ def server():
     log.close()
 
 
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
+]
+
+
 @pytest.fixture
-def browser_page(server, tmp_path):
+def browsers(server, tmp_path):
+    """open_page(clips, browser=0): a page of the app in browser number BROWSER (each its own fresh profile, so
+    each is a different person to the app: its own cookie, session and recordings)."""
     from playwright.sync_api import sync_playwright
 
-    def open_page(clips: list[str]):
-        page = context.new_page()
+    contexts: dict[int, object] = {}
+
+    def open_page(clips: list[str], browser: int = 0):
+        if browser not in contexts:
+            contexts[browser] = p.chromium.launch_persistent_context(
+                str(tmp_path / f"chromium-profile-{browser}"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+        page = contexts[browser].new_page()
         page.add_init_script(FAKE_MIC % ("[" + ",".join(f'"{c}"' for c in clips) + "]"))
         page.goto(server)
         page.wait_for_selector("#mic .record-button", timeout=30_000)
         return page
 
     with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),  # a fresh profile per test: no state carried over
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
-            ],
-        )
         yield open_page
-        context.close()
+        for context in contexts.values():
+            context.close()
+
+
+@pytest.fixture
+def browser_page(browsers):
+    return browsers
 
 
 def recording(page) -> bool:
@@ -151,6 +163,11 @@ def text_of(page, role: str) -> str:
 
 def audio_players(page, role: str) -> int:
     return page.locator(f"[data-testid={role}] [data-testid^=waveform]").count()
+
+
+def audio_urls(page, role: str) -> list[str]:
+    """The URLs of the recordings in the chat (their download links)."""
+    return page.evaluate(f"() => [...document.querySelectorAll('[data-testid={role}] a[download]')].map(a => a.href)")
 
 
 def test_hands_free_half_duplex(browser_page):
@@ -243,3 +260,35 @@ def test_stop_during_a_hold_stays_stopped(browser_page):
     time.sleep(3.0)  # longer than the hold's 2 s
     assert not reply_playing(page) and not recording(page)
     assert "reply resumed" not in (ARTIFACTS / "app.log").read_text().split("reply held")[-1]
+
+
+def test_two_people_at_once_each_hear_only_their_own(browsers, server):
+    """Two strangers talk at the same time, hands-free: each gets answers to their own questions from their own
+    history, never sees the other's words, and cannot fetch the other's recordings."""
+    anna = browsers([clip(1.5, "name_anna", 15.0, "what_name", 25.0)], browser=0)
+    other = browsers([clip(1.5, "green", 15.0, "what_name", 25.0)], browser=1)
+    anna.click("#mic .record-button")
+    time.sleep(1.0)  # within a second of each other
+    other.click("#mic .record-button")
+    for page in (anna, other):
+        wait_for(lambda page=page: text_of(page, "bot").count("replied in") >= 2, 90, "both answers")
+    anna_said, other_said = text_of(anna, "user").lower(), text_of(other, "user").lower()
+    anna_heard, other_heard = text_of(anna, "bot").lower(), text_of(other, "bot").lower()
+    assert "anna" in anna_said and "green" not in anna_said
+    assert "green" in other_said and "anna" not in other_said
+    assert "anna" in anna_heard.split("replied in")[1], anna_heard  # memory per session
+    assert "anna" not in other_heard
+    for chat in (anna_heard, other_heard):
+        assert "interrupted" not in chat  # nobody interrupted anybody
+    anna.screenshot(path=str(ARTIFACTS / "two-sessions-anna.png"), full_page=True)
+    other.screenshot(path=str(ARTIFACTS / "two-sessions-other.png"), full_page=True)
+
+    # Recordings: distinct, served to their owner only.
+    anna_urls, other_urls = audio_urls(anna, "user") + audio_urls(anna, "bot"), audio_urls(other, "user")
+    assert len(anna_urls) == 4 and not set(anna_urls) & set(other_urls), (anna_urls, other_urls)
+    assert all(anna.request.get(url).status == 200 for url in anna_urls)
+    assert all(other.request.get(url).status == 404 for url in anna_urls)
+    for url in anna_urls:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5)  # a bare URL, no cookie
+        assert refused.value.code == 404

@@ -24,7 +24,7 @@ def test_spoken_reply_to_a_spoken_question(cascade, say):
     audio = np.concatenate(reply["audio"])
     assert audio.dtype == np.int16 and audio.size > 0.5 * cascade.sample_rate
     # What it said out loud is about the question.
-    heard = cascade.transcribe(prepare(audio, cascade.sample_rate)).lower()
+    heard = cascade.asr.transcribe(prepare(audio, cascade.sample_rate)).lower()
     assert "eight" in heard or "8" in heard, heard
     turn = reply["turn"]
     assert turn.reply_text == reply["text"].strip()
@@ -78,9 +78,8 @@ def test_closing_the_reply_stops_generation(cascade, say):
     chunks.close()
     closed_in = time.perf_counter() - start
     assert closed_in < 0.3
-    # The shared language model is free again at once: another turn can use it.
-    assert cascade._llm_lock.acquire(timeout=0.3)
-    cascade._llm_lock.release()
+    # The shared model is free again at once: another turn can use it.
+    assert not cascade.queue.busy
 
 
 def test_listening_ahead_prepares_the_answer(cascade, say):
@@ -89,13 +88,13 @@ def test_listening_ahead_prepares_the_answer(cascade, say):
     speech = np.flatnonzero(np.abs(question) > 0.02)
     half = question[: (speech[0] + speech[-1]) // 2]
     cascade.listen(half, SAMPLE_RATE, [])
-    (draft,) = cascade._heard
+    (draft,) = cascade._own.phrases
     assert draft.transcript and not draft.covers(question)
 
     cascade.listen(question, SAMPLE_RATE, [])
-    transcript = cascade._heard[-1].transcript
+    transcript = cascade._own.phrases[-1].transcript
     assert "spider" in transcript.lower()
-    assert cascade.llm.prefill([], transcript) == 0  # the whole prompt is already in the KV cache
+    assert cascade.llm.prefill([], transcript, cascade._own.slot) == 0  # the whole prompt is already in the KV cache
     # The turn as the conversation cuts it (at the end of the speech) is covered by the draft: no second ASR.
     reply = collect(cascade.respond(question[: speech[-1] + SAMPLE_RATE // 10], SAMPLE_RATE, []))
     assert reply["transcript"] == transcript
@@ -126,3 +125,32 @@ def test_each_phrase_is_transcribed_once(cascade, say, monkeypatch):
     words = reply["transcript"].lower()
     assert "anna" in words and "spider" in words and words.index("anna") < words.index("spider")
     assert reply["audio"]
+
+
+def test_two_conversations_keep_their_own_caches(cascade, say):
+    """Each conversation has its own phrases and prompt cache: listening ahead for one never evicts the other's,
+    and replies written in turns, token by token, answer each its own question and history."""
+    anna, bob = cascade.session(), cascade.session()
+    history = [{"role": "user", "content": "Hello, my name is Anna."}, {"role": "assistant", "content": "Hi Anna!"}]
+    anna.listen(say("What is my name?"), SAMPLE_RATE, history)
+    bob.listen(say("How many legs does a spider have?"), SAMPLE_RATE, [])
+    (anna_phrase,), (bob_phrase,) = anna.phrases, bob.phrases
+    assert "name" in anna_phrase.transcript.lower() and "spider" in bob_phrase.transcript.lower()
+    assert cascade.llm.prefill(history, anna_phrase.transcript, anna.slot) == 0  # still cached after Bob's turn
+
+    replies = {
+        0: anna.respond(say("What is my name?"), SAMPLE_RATE, history),
+        1: bob.respond(say("How many legs does a spider have?"), SAMPLE_RATE, []),
+    }
+    texts = ["", ""]
+    while replies:  # one chunk each in turn: the model switches between the two caches all the time
+        for i, reply in list(replies.items()):
+            chunk = next(reply, None)
+            if chunk is None:
+                del replies[i]
+            elif chunk.text:
+                texts[i] += chunk.text
+    assert "anna" in texts[0].lower(), texts
+    assert "eight" in texts[1].lower() or "8" in texts[1], texts
+    anna.close()
+    bob.close()

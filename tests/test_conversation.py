@@ -65,7 +65,7 @@ def test_the_model_listens_while_the_user_speaks(conversation, say, monkeypatch)
     def counting_listen(audio, sample_rate, history, breaks=()):
         heard.append(audio.size / sample_rate)
         listen(audio, sample_rate, history, breaks)
-        drafts.append(" ".join(phrase.transcript for phrase in model._heard))
+        drafts.append(" ".join(phrase.transcript for phrase in model.phrases))
 
     monkeypatch.setattr(model, "listen", counting_listen)
     stream(conversation, say("Tell me three interesting facts about the moon."), realtime=True)

@@ -96,16 +96,19 @@
     console.warn("barge-in: no Web Audio, the server's detector alone decides", e);
   }
   let source = null;
+  let meter = null; // one meter for the page; each new microphone stream is connected to it in turn
 
   async function watch(stream) {
     if (!context) return;
     try {
       await ready;
       await context.resume();
+      if (!meter) {
+        meter = new AudioWorkletNode(context, "omni-level");
+        meter.port.onmessage = (e) => onLevel(e.data);
+      }
       source?.disconnect();
       source = context.createMediaStreamSource(stream);
-      const meter = new AudioWorkletNode(context, "omni-level");
-      meter.port.onmessage = (e) => onLevel(e.data);
       source.connect(meter); // not to the speakers: the meter only reads
     } catch (e) {
       console.warn("barge-in: no level meter, the server's detector alone decides", e);

@@ -88,6 +88,9 @@ class MiniOmni:
     def device(self) -> torch.device:
         return self.gpt.lm_head.weight.device
 
+    def session(self) -> "MiniOmni":
+        return self  # it keeps nothing between turns
+
     def listen(
         self, audio: np.ndarray, sample_rate: int, history: Sequence[Message] = (), breaks: Sequence[int] = ()
     ) -> None:

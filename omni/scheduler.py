@@ -1,0 +1,105 @@
+"""Fair use of the cores by several conversations: one heavy step at a time, the most urgent first.
+
+On 2 cores, two heavy jobs at once each run at less than half speed (llama.cpp fell from ~24 to ~11 tokens/s next
+to piper), so the model does one step at a time: a transcription, a prompt evaluation, one token, one spoken
+clause. Between steps the next one goes to the conversation whose listener is closest to silence: a reply that has
+not been heard yet before one that is seconds ahead of its playback. A reply writing a clause keeps the model
+between its tokens for a moment (`keep=True`), so that two replies take turns clause by clause, not token by
+token (each switch swaps a conversation's prompt cache in and out of llama.cpp).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+URGENT = 0.0  # a reply the listener is waiting for: nothing of it heard yet
+LISTENING = 1.0  # work ahead for a user still talking: before a reply that has more than a second in hand
+
+
+class ComputeQueue:
+    """Hands out the right to run a heavy step to one caller at a time, lowest priority value first.
+
+    PRIORITY is how many seconds of reply audio the caller's listener already has in hand (`URGENT` = none);
+    ties go to whoever asked first. `keep_s` is how long a caller that released with `keep=True` keeps its turn
+    for its next step, so that a clause is written without switching conversations.
+    """
+
+    def __init__(self, keep_s: float = 0.05):
+        self.keep_s = keep_s
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._waiting: dict[int, tuple[float, object]] = {}  # ticket -> (priority, owner)
+        self._holder: object | None = None
+        self._kept_for: object | None = None
+        self._kept_until = 0.0
+
+    @contextmanager
+    def step(self, owner: object, priority: float = URGENT, keep: bool = False) -> Iterator[None]:
+        """Run the body as OWNER's turn; with KEEP, OWNER's next step (within `keep_s`) goes before anyone else's."""
+        ticket = self.ask(owner, priority)
+        self.wait(ticket)
+        try:
+            yield
+        finally:
+            self.release(owner, keep)
+
+    def ask(self, owner: object, priority: float = URGENT) -> int:
+        """Get in line; returns a ticket to `wait` with (or to `withdraw`)."""
+        with self._cond:
+            ticket = next(self._seq)
+            self._waiting[ticket] = (priority, owner)
+            return ticket
+
+    def wait(self, ticket: int, timeout: float | None = None, priority: float | None = None) -> bool:
+        """Wait up to TIMEOUT for TICKET's turn (True: it is the caller's now; `release` it). PRIORITY, if given,
+        replaces the ticket's (its place among equals stays)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            owner = self._waiting[ticket][1]
+            if priority is not None and priority != self._waiting[ticket][0]:
+                self._waiting[ticket] = (priority, owner)
+                self._cond.notify_all()  # the order changed: someone else may be first now
+            while True:
+                now = time.monotonic()
+                kept = self._kept_for if now < self._kept_until else None
+                first = min(self._waiting, key=lambda t: (self._waiting[t][0], t))
+                if self._holder is None and (kept is owner or (kept is None and ticket == first)):
+                    del self._waiting[ticket]
+                    self._holder, self._kept_for = owner, None
+                    return True
+                if deadline is not None and now >= deadline:
+                    return False
+                until = [t for t in (deadline, self._kept_until if kept is not None else None) if t is not None]
+                self._cond.wait(min(until) - now if until else None)
+
+    def withdraw(self, ticket: int) -> None:
+        """Leave the line without a turn."""
+        with self._cond:
+            self._waiting.pop(ticket, None)
+            self._cond.notify_all()
+
+    def release(self, owner: object, keep: bool = False) -> None:
+        """End OWNER's turn; with KEEP, its next step (within `keep_s`) goes before anyone else's."""
+        with self._cond:
+            self._holder = None
+            if keep:
+                self._kept_for, self._kept_until = owner, time.monotonic() + self.keep_s
+            self._cond.notify_all()
+
+    def waiting(self, owner: object) -> int:
+        """0 when OWNER is not waiting; else its place in the queue (1: next)."""
+        with self._cond:
+            order = sorted(self._waiting, key=lambda t: (self._waiting[t][0], t))
+            mine = [i for i, t in enumerate(order) if self._waiting[t][1] is owner]
+            if not mine:
+                return 0
+            return 1 + sum(1 for t in order[: mine[0]] if self._waiting[t][1] is not owner)
+
+    @property
+    def busy(self) -> bool:
+        with self._cond:
+            return self._holder is not None or bool(self._waiting)

@@ -1,0 +1,110 @@
+"""The compute queue that shares the model between conversations: fast, no models."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from omni.scheduler import LISTENING, URGENT, ComputeQueue
+
+
+def run_in_order(queue: ComputeQueue, requests: list[tuple[str, float]]) -> list[str]:
+    """While one holder has the queue, REQUESTS (owner, priority) line up; returns the order they got it."""
+    order: list[str] = []
+    started = threading.Barrier(len(requests) + 1)
+
+    def ask(owner: str, priority: float) -> None:
+        started.wait()
+        with queue.step(owner, priority):
+            order.append(owner)
+
+    with queue.step("holder"):
+        threads = [threading.Thread(target=ask, args=request) for request in requests]
+        for thread in threads:
+            thread.start()
+        started.wait()
+        while sum(1 for t in queue._waiting) < len(requests):  # all lined up
+            time.sleep(0.001)
+    for thread in threads:
+        thread.join(2)
+    return order
+
+
+def test_the_most_urgent_goes_first():
+    order = run_in_order(ComputeQueue(), [("ahead", 3.0), ("listening", LISTENING), ("unheard", URGENT)])
+    assert order == ["unheard", "listening", "ahead"]
+
+
+def test_equal_priority_is_first_come_first_served():
+    queue = ComputeQueue()
+    order: list[str] = []
+
+    def ask(owner: str) -> None:
+        with queue.step(owner):
+            order.append(owner)
+
+    with queue.step("holder"):
+        for owner in "abc":
+            threading.Thread(target=ask, args=(owner,)).start()
+            while queue.waiting(owner) == 0:
+                time.sleep(0.001)
+        assert [queue.waiting(o) for o in "abc"] == [1, 2, 3]
+    while len(order) < 3:
+        time.sleep(0.001)
+    assert order == ["a", "b", "c"]
+
+
+def test_a_kept_turn_finishes_its_clause_before_others():
+    """A reply keeps the model between the tokens of a clause; someone more urgent gets it right after."""
+    queue = ComputeQueue(keep_s=0.5)
+    order: list[str] = []
+
+    def urgent() -> None:
+        with queue.step("urgent", URGENT):
+            order.append("urgent")
+
+    with queue.step("writer", 2.0, keep=True):
+        other = threading.Thread(target=urgent)
+        other.start()
+        while queue.waiting("urgent") == 0:
+            time.sleep(0.001)
+    for _ in range(3):  # the rest of the clause
+        with queue.step("writer", 2.0, keep=True):
+            order.append("writer")
+    with queue.step("writer", 2.0):  # the clause is spoken: the turn is given up
+        order.append("writer spoke")
+    other.join(2)
+    assert order == ["writer"] * 3 + ["writer spoke", "urgent"]
+
+
+def test_a_kept_turn_lapses_when_its_owner_does_not_come_back():
+    """A reply held by a barge-in stops asking: others must not wait for it."""
+    queue = ComputeQueue(keep_s=0.05)
+    with queue.step("held", keep=True):
+        pass
+    start = time.monotonic()
+    with queue.step("other"):
+        waited = time.monotonic() - start
+    assert waited < 0.5
+
+
+def test_a_waiter_whose_priority_changes_does_not_strand_the_others():
+    """A reply waiting with a growing lead gives way; the one that becomes first must be woken, not left asleep."""
+    queue = ComputeQueue()
+    with queue.step("holder"):
+        first = queue.ask("ahead", URGENT)
+        got: list[str] = []
+
+        def take_turn() -> None:
+            with queue.step("next", 1.0):
+                got.append("next")
+
+        other = threading.Thread(target=take_turn)
+        other.start()
+        while queue.waiting("next") == 0:
+            time.sleep(0.001)
+    assert queue.wait(first, timeout=1.0, priority=5.0)  # "next" is first now: woken, it went before
+    assert got == ["next"]
+    queue.release("ahead")
+    other.join(1)
+    assert not queue.busy

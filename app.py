@@ -14,6 +14,7 @@ it (the "Let me interrupt" box, or OMNI_DUPLEX=0, gives the guide's half duplex)
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import threading
@@ -79,7 +80,7 @@ class AppState:
     stopped: bool = False  # "Stop conversation" was pressed: nothing re-arms the microphone
     chat: list[dict] = field(default_factory=list)  # what the Chatbot shows
     turns: int = 0
-    turn_ended_at: float = 0.0  # perf_counter() at the end of the latest user turn
+    turn_ended_at: float = 0.0  # time.time() at the end of the latest user turn
     interrupted: dict | None = None  # the Chatbot message of a reply cut off by the user
     replying: dict | None = None  # the Chatbot message of the reply being written (Stop marks it interrupted)
     last_reply: dict | None = None  # the latest finished reply's message (a barge-in during its playback marks it)
@@ -171,7 +172,7 @@ class VoiceChat:
             state.interrupted = state.last_reply
         if any(e.kind == "end_of_turn" for e in events):
             state.turns += 1
-            state.turn_ended_at = time.perf_counter()
+            state.turn_ended_at = time.time()
             return state, state.turns, gr.skip() if state.duplex else now, barged_in
         return state, gr.skip(), gr.skip(), barged_in
 
@@ -244,8 +245,13 @@ class VoiceChat:
                     yield gr.skip(), state.chat, state, gr.skip()
                 elif chunk.audio is not None:
                     if first_audio_s is None:
-                        first_audio_s = time.perf_counter() - state.turn_ended_at
-                        log.info("turn %d: first reply audio %.0f ms after the end of the turn", turn, first_audio_s * 1000)
+                        first_audio_s = time.time() - state.turn_ended_at
+                        # Wall-clock times (ms since the epoch), for bench.browser to line up with the page's clock.
+                        timing = {"end_of_turn": state.turn_ended_at * 1000, "first_audio": time.time() * 1000}
+                        log.info(
+                            "turn %d: first reply audio %.0f ms after the end of the turn %s",
+                            turn, first_audio_s * 1000, json.dumps({"timing": state.session, **timing}),
+                        )
                     live.write(chunk.audio)
                     spoken = True
         except NoSpeechError:
@@ -348,7 +354,9 @@ def build_demo(chat: VoiceChat) -> gr.Blocks:
             with gr.Column(scale=1):
                 mic = gr.Audio(sources=["microphone"], type="numpy", label="Your microphone", elem_id=MIC)
                 gr.HTML("<b>Reply</b>", elem_id=REPLY)  # web/player.js puts the live reply's player here
-                duplex = gr.Checkbox(value=DUPLEX, label="Let me interrupt (keep listening while it speaks)", elem_id=INTERRUPT)
+                duplex = gr.Checkbox(
+                    value=DUPLEX, label="Let me interrupt (keep listening while it speaks)", elem_id=INTERRUPT
+                )
                 with gr.Row():
                     stop = gr.Button("Stop conversation", variant="stop")
                     start = gr.Button("Start again")

@@ -109,10 +109,11 @@ class VoiceChat:
         vad_options: PauseDetectorOptions | None = None,
         media: MediaStore | None = None,
         max_sessions: int = MAX_SESSIONS,
+        vad: SileroVad | None = None,
     ):
         self.model = model
         self.vad_options = vad_options or PauseDetectorOptions()
-        self.vad = SileroVad().load()  # loaded once; every session gets its own stream state (fork)
+        self.vad = vad or SileroVad().load()  # loaded once; every session gets its own stream state (fork)
         self.media = media or MediaStore(RECORDINGS, RETENTION_DAYS)
         self.live = LiveReplies()
         self.max_sessions = max_sessions
@@ -270,6 +271,8 @@ class VoiceChat:
             state.chat.remove(assistant)
             yield gr.skip(), state.chat, state, gr.skip()
             return
+        if not spoken:  # nothing to play (the reply had no speakable words): listen again now
+            yield gr.skip(), state.chat, state, self.listen_again(state)
         content: list = [text.strip()]
         if spoken:
             live.close()

@@ -74,8 +74,7 @@ def speak_turn(conversation: Conversation, audio: np.ndarray, name: str, realtim
 
 def run_turn(model: Cascade, conversation: Conversation, audio: np.ndarray, name: str, realtime: bool) -> TurnResult:
     t0, eot_at = speak_turn(conversation, audio, name, realtime)
-    detector = conversation.detector
-    speech_start, speech_end = detector.speech_start, detector.speech_end
+    speech_start, speech_end = conversation.ended.speech_start, conversation.ended.speech_end
     speech_end_at = t0 + speech_end / SAMPLE_RATE
 
     first_audio_at = None
@@ -116,18 +115,24 @@ def run_turn(model: Cascade, conversation: Conversation, audio: np.ndarray, name
     )
 
 
+def whole_window(model: Cascade, audio: np.ndarray) -> str:
+    """faster-whisper's own path (a 30 s window, greedy). Called on the transcriber's own thread, as the app calls
+    it: CTranslate2's thread team belongs to the calling thread, and one more team spinning would slow the peer."""
+    segments, _ = model.asr.model.transcribe(audio, language="en", beam_size=1)
+    return " ".join(s.text.strip() for s in segments)
+
+
 def run_baseline_turn(model: Cascade, conversation: Conversation, audio: np.ndarray, name: str, realtime: bool) -> TurnResult:
     """The naive pipeline with the same models: transcribe after the stop, write the whole reply, speak it."""
     options = conversation.options
     conversation.options = replace(options, speculate=False, listen_ahead=False)
     try:
         t0, eot_at = speak_turn(conversation, audio, name, realtime)
-        speech_end_at = t0 + conversation.detector.speech_end / SAMPLE_RATE
+        speech_end_at = t0 + conversation.ended.speech_end / SAMPLE_RATE
         turn_audio = conversation.turn_audio()
     finally:
         conversation.options = options
-    segments, _ = model.asr.model.transcribe(turn_audio, language="en", beam_size=1)  # the usual 30 s window
-    transcript = " ".join(s.text.strip() for s in segments)
+    transcript = model.asr._thread.call(whole_window, model, turn_audio)
     asr_at = time.perf_counter()
     reply_text = "".join(model.llm.stream([], transcript))
     for _ in model.tts.synthesize(reply_text):  # the naive way: the whole reply, then play it

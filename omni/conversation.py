@@ -152,6 +152,16 @@ class SpokenReply:
         return " ".join(k for k in kept if k)
 
 
+@dataclass
+class EndedTurn:
+    """A turn the pause detector has ended, kept for its reply while the detector already hears the next one."""
+
+    audio: np.ndarray  # the user's words with a little margin either side (16 kHz mono float32)
+    breaks: list[int]  # where they paused and went on: sample indices into `audio`
+    speech_start: int  # where speech began and ended, in the detector's stream before it was reset
+    speech_end: int
+
+
 class Conversation:
     """One person's conversation with a speech model: turn-taking state plus the text history."""
 
@@ -172,6 +182,7 @@ class Conversation:
         self._speculation: BackgroundReply | None = None
         self._reply: BackgroundReply | None = None
         self._listening: threading.Thread | None = None
+        self.ended: EndedTurn | None = None  # the turn that ended and waits for `reply`
         self._lock = threading.RLock()
 
     def hear(self, audio: np.ndarray, sample_rate: int) -> list[VadEvent]:
@@ -179,23 +190,39 @@ class Conversation:
 
         In full duplex, speech that starts while the assistant speaks is a barge-in: the reply is cancelled at
         once and the history keeps only what was heard of it (`interruptions` counts them). The new turn has
-        been recorded from where that speech began.
+        been recorded from where that speech began. The next turn starts the moment one ends: audio after the
+        end of a turn in the same chunk (or before its reply starts) belongs to the next one.
         """
         with self._lock:
-            events = self.detector.feed(audio, sample_rate)
-            for i, event in enumerate(events):
-                if event.kind == "speech_start" and self.speaking and self.options.barge_in:
-                    self.interrupt()
-                elif event.kind == "pause" and self.options.speculate and not self.detector.turn_ended:
-                    # Not when the same chunk shows them talking again: that answer would be dead on arrival,
-                    # and its transcription would hold up listening ahead.
-                    if not any(later.kind == "resume" for later in events[i + 1 :]):
-                        self._speculate(event)
-                elif event.kind == "resume" and self._speculation:
-                    self._speculation.cancel()  # they went on talking: that answer is for a question not asked
-                    self._speculation = None
+            events = self._heard(self.detector.feed(audio, sample_rate))
             self._listen_ahead()
             return events
+
+    def _heard(self, events: list[VadEvent]) -> list[VadEvent]:
+        for i, event in enumerate(events):
+            if event.kind == "speech_start" and self.speaking and self.options.barge_in:
+                self.interrupt()
+            elif event.kind == "pause" and self.options.speculate and not self.detector.turn_ended:
+                # Not when the same chunk shows them talking again: that answer would be dead on arrival,
+                # and its transcription would hold up listening ahead.
+                if not any(later.kind == "resume" for later in events[i + 1 :]):
+                    self._speculate(event)
+            elif event.kind == "resume" and self._speculation:
+                self._speculation.cancel()  # they went on talking: that answer is for a question not asked
+                self._speculation = None
+            elif event.kind == "end_of_turn":
+                return events[: i + 1] + self._next_turn(event)
+        return events
+
+    def _next_turn(self, end: VadEvent) -> list[VadEvent]:
+        """Keep the ended turn for its reply and start hearing the next one from where the end was decided."""
+        detector = self.detector
+        self.ended = None  # an earlier turn never answered (stopped) gives way to this one
+        self.ended = EndedTurn(self.turn_audio(), self.phrase_breaks(), detector.speech_start or 0, end.sample)
+        after = np.array(detector.audio[end.detected_at :])
+        detector.reset()
+        detector.barge_in = self.options.barge_in  # the reply is about to be spoken: maybe over it
+        return self._heard(detector.feed(after, SAMPLE_RATE)) if after.size else []
 
     def _listen_ahead(self) -> None:
         """While the user is speaking, hand the model their words so far (one `listen` at a time, in a thread).
@@ -225,13 +252,17 @@ class Conversation:
 
     @property
     def turn_ended(self) -> bool:
-        return self.detector.turn_ended
+        """A turn has ended and waits for `reply`."""
+        return self.ended is not None
 
     def _turn_start(self) -> int:
         return max(0, (self.detector.speech_start or 0) - self.options.pre_roll_ms * SAMPLE_RATE // 1000)
 
     def turn_audio(self, speech_end: int | None = None) -> np.ndarray:
-        """The user's words in the current turn (16 kHz mono float32), with a little margin either side."""
+        """The user's words in the turn that ended, or else in the current one (16 kHz mono float32), with a
+        little margin either side."""
+        if self.ended is not None and speech_end is None:
+            return self.ended.audio
         detector = self.detector
         if detector.speech_start is None:
             return np.zeros(0, dtype=np.float32)
@@ -241,6 +272,8 @@ class Conversation:
 
     def phrase_breaks(self) -> list[int]:
         """Where the user paused and went on in this turn, as sample indices into `turn_audio()`."""
+        if self.ended is not None:
+            return self.ended.breaks
         return [b - self._turn_start() for b in self.detector.phrase_breaks]
 
     def _answer(self, speech_end: int | None = None) -> BackgroundReply:
@@ -267,7 +300,7 @@ class Conversation:
             self._reply = reply
             self.spoken = spoken = SpokenReply()
             self.speaking = True
-            self.detector.reset()  # the next turn starts now: in full duplex, maybe over this reply
+            self.ended = None  # answered (the detector hears the next turn since this one ended)
             self.detector.barge_in = self.options.barge_in
         try:
             for chunk in reply.chunks(heartbeat_s):
@@ -284,6 +317,8 @@ class Conversation:
                     elif chunk.turn is not None:
                         self.history.extend(chunk.turn.messages())
                         spoken.in_history = True
+                        if spoken.first_audio_at is None:
+                            self.played()  # nothing will play: back to normal listening now
                 yield chunk
         except BaseException:
             self.played()  # a failed reply will not be played
@@ -358,6 +393,7 @@ class Conversation:
                 if reply:
                     reply.cancel()
             self._speculation = self._reply = None
+            self.ended = None
             self.played()
             self.detector.reset()
 

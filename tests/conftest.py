@@ -68,3 +68,15 @@ def collect(chunks) -> dict:
             out["turn"] = chunk.turn
             out["order"].append("turn")
     return out
+
+
+# Tests that load the real cascade (directly or through another fixture), or start it in a subprocess, are the
+# slow tier; `pytest -m "not slow and not browser"` runs the rest in seconds.
+SLOW_FIXTURES = {"cascade"}
+SLOW_MODULES = {"tests.test_cli", "tests.test_mini_omni"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__ in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

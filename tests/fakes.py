@@ -1,0 +1,111 @@
+"""Fakes for the fast tier: a VAD that hears loudness, a speech model that replies from a script.
+
+They stand in for Silero and the cascade where a test is about logic (turn-taking, speculation, barge-in, sessions,
+the app's handlers), so that it runs in milliseconds. Every behaviour they fake is also tested with the real models.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from omni.audio import FRAME, SAMPLE_RATE
+from omni.speech_model import Message, NoSpeechError, ReplyChunk, Turn
+from utils.vad import SileroVad
+
+LOUD = 0.3  # amplitude of the fake "speech": a tone
+
+
+class LoudnessVad(SileroVad):
+    """A VAD whose speech probability is 1 for a loud frame and 0 for a quiet one (RMS above 0.05)."""
+
+    def load(self, path=None) -> "LoudnessVad":
+        return self
+
+    def fork(self) -> "LoudnessVad":
+        return LoudnessVad()
+
+    def __call__(self, frame: np.ndarray) -> float:
+        if np.asarray(frame).size != FRAME:
+            raise ValueError("one 512-sample frame at a time")
+        return 1.0 if float(np.sqrt(np.mean(np.square(frame)))) > 0.05 else 0.0
+
+
+def speech(seconds: float) -> np.ndarray:
+    """Fake speech: a loud tone (16 kHz float32)."""
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (LOUD * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * SAMPLE_RATE), np.float32)
+
+
+def chunks(audio: np.ndarray, seconds: float = 0.5) -> Iterator[np.ndarray]:
+    step = int(seconds * SAMPLE_RATE)
+    for i in range(0, audio.size, step):
+        yield audio[i : i + step]
+
+
+@dataclass
+class ScriptedModel:
+    """A `SpeechModel` that answers every turn with REPLY, word by word, DELAY_S apart, each sentence spoken as
+    AUDIO_S of quiet audio. Its transcript names how long the turn was ("1.5 s of speech")."""
+
+    reply: str = "Hello there. How are you?"
+    delay_s: float = 0.0
+    audio_s: float = 0.2
+    name: str = "scripted"
+    sample_rate: int = SAMPLE_RATE
+    heard: list[int] = field(default_factory=list)  # the size of every turn answered
+    listened: list[int] = field(default_factory=list)  # ... and of every draft heard ahead
+    histories: list[list[Message]] = field(default_factory=list)
+    running: int = 0  # replies being generated right now
+
+    def session(self) -> "ScriptedModel":
+        return self
+
+    def listen(self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()) -> None:
+        self.listened.append(audio.size)
+
+    def respond(
+        self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
+    ) -> Iterator[ReplyChunk]:
+        loud = np.abs(audio) > LOUD / 2
+        if not loud.any():
+            raise NoSpeechError("No words were heard.")
+        self.heard.append(audio.size)
+        self.histories.append(list(history))
+        transcript = f"{loud.sum() / SAMPLE_RATE:.1f} s of speech"
+        self.running += 1
+        try:
+            yield ReplyChunk(transcript=transcript)
+            said = ""
+            for word in self.reply.split(" "):
+                time.sleep(self.delay_s)
+                piece = word + " "
+                said += piece
+                yield ReplyChunk(text=piece)
+                if word.endswith((".", "?", "!")):
+                    yield ReplyChunk(audio=np.zeros(int(self.audio_s * self.sample_rate), np.int16), spoken=said.strip())
+                    said = ""
+            yield ReplyChunk(turn=Turn(transcript, self.reply, {"first_audio_ms": 0.0}))
+        finally:
+            self.running -= 1
+
+
+class Gate:
+    """A switch a scripted reply waits on (`wait`), opened by the test (`open`)."""
+
+    def __init__(self) -> None:
+        self._open = threading.Event()
+
+    def open(self) -> None:
+        self._open.set()
+
+    def wait(self, timeout: float = 5.0) -> None:
+        assert self._open.wait(timeout), "the test never opened the gate"

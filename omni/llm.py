@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import llama_cpp
 
+from omni.cpu import others_busy
 from omni.models import ModelError, resolve
 from omni.speech_model import Message
 from omni.threads import OwnThread
@@ -33,6 +34,10 @@ class LlmOptions:
     # 128), and 128 evaluates as fast (16, 64 and 200 tokens: within 10%).
     batch: int = 128
     threads: int = min(2, os.cpu_count() or 1)
+    # Fall back to one thread while other processes keep this much of a core busy (omni/cpu.py: with every core
+    # in use, llama.cpp's threads stall each other); OMNI_LLM_ADAPT_THREADS=0 keeps `threads` always.
+    busy_elsewhere: float = 0.35
+    adapt_threads: bool = field(default_factory=lambda: os.environ.get("OMNI_LLM_ADAPT_THREADS", "1") != "0")
 
 
 def build_prompt(options: LlmOptions, history: Sequence[Message], user_text: str) -> list[dict[str, str]]:
@@ -96,6 +101,7 @@ class ChatModel:
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm._model.model)
         self._loaded: ChatSlot | None = None  # whose tokens llama.cpp's cache holds now
         self._logits_of: tuple[ChatSlot, int] | None = None  # the slot and length whose last logits are current
+        self.threads = self.options.threads  # in use now (see _pick_threads)
         self._fresh = ChatSlot()  # the system prompt alone, where every new conversation starts (after warm_up)
         self.default_slot = ChatSlot()
 
@@ -136,8 +142,18 @@ class ChatModel:
         slot.kv = None  # the model holds it now: no second copy
         self._loaded = slot
 
+    def _pick_threads(self) -> None:
+        """All threads on a quiet machine; one while other processes keep a core busy."""
+        threads = self.options.threads
+        if self.options.adapt_threads and threads > 1 and others_busy() > self.options.busy_elsewhere:
+            threads = 1
+        if threads != self.threads:
+            llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, threads, threads)
+            self.threads = threads
+
     def _eval(self, slot: ChatSlot, tokens: Sequence[int]) -> None:
         self._use(slot)
+        self._pick_threads()
         self.llm.eval(tokens)
         self._logits_of = (slot, self.llm.n_tokens)
 

@@ -58,6 +58,8 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     import av  # imported here: only file input needs it
 
     path = Path(path)
+    if path.is_dir():
+        raise AudioError(f"{path} is a folder, not an audio file")
     if not path.is_file():
         raise AudioError(f"no such audio file: {path}")
     try:
@@ -69,8 +71,8 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
             for frame in container.decode(audio=0):
                 frames.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(frame))
             frames.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
-    except av.error.FFmpegError as e:
-        raise AudioError(f"cannot decode {path}: {e}") from None
+    except av.error.FFmpegError as e:  # its str() starts with FFmpeg's error number: say what it means instead
+        raise AudioError(f"cannot decode {path}: {e.strerror or 'not audio FFmpeg can read'}") from None
     audio = np.concatenate(frames) if frames else np.zeros(0, dtype=np.float32)
     return to_mono_float32(audio)
 

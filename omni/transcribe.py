@@ -27,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for path in args.files:
         try:
-            print(transcriber.transcribe(load_audio(path)), flush=True)
+            text = transcriber.transcribe(load_audio(path))
+            if not text:
+                raise AudioError(f"no words heard in {path} (silence, noise or an empty recording)")
+            print(text, flush=True)
         except AudioError as e:
             print(f"error: {e}", file=sys.stderr)
             print(flush=True)  # keep one line per file

@@ -37,8 +37,22 @@ def test_transcribe_bad_file_fails_clearly(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_text("this is not audio")
     result = run("omni.transcribe", str(bad))
-    assert result.returncode != 0
-    assert "error:" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2
+    assert "error:" in result.stderr and "Traceback" not in result.stderr and "Errno" not in result.stderr
+
+
+def test_transcribe_says_when_it_heard_no_words(tmp_path):
+    """Silence, noise, an empty recording or a folder: a message each, one (empty) line each, exit 2."""
+    silence, noise, empty = tmp_path / "silence.wav", tmp_path / "noise.wav", tmp_path / "empty.wav"
+    write_wav(silence, np.zeros(32000, np.int16), 16000)
+    write_wav(noise, (np.random.default_rng(0).normal(0, 0.05, 32000) * 32767).astype(np.int16), 16000)
+    write_wav(empty, np.zeros(0, np.int16), 16000)
+    result = run("omni.transcribe", str(silence), str(noise), str(empty), str(tmp_path))
+    assert result.returncode == 2
+    assert result.stdout.count("\n") == 4 and not result.stdout.strip()
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 4 and all(e.startswith("error: ") for e in errors)
+    assert sum("no words heard" in e for e in errors) == 3 and "is a folder" in errors[3]
 
 
 def test_reply_speaks_and_reports_timings(tmp_path, say):

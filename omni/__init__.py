@@ -58,10 +58,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=MODELS, default=os.environ.get("OMNI_MODEL", "cascade"))
     parser.add_argument("--asr", choices=[k for k in REGISTRY if k.startswith("whisper")], help="the cascade's ASR")
     parser.add_argument("--llm", choices=[k for k in REGISTRY if k.startswith("qwen")], help="the cascade's LLM")
+    parser.add_argument("--llm-url", help="an OpenAI-compatible server for the cascade's LLM (OMNI_LLM_URL)")
+    parser.add_argument("--llm-model", help="the model to ask that server for (OMNI_LLM_MODEL)")
 
 
 def use_model_arguments(args: argparse.Namespace) -> None:
-    """Hand --asr/--llm to the cascade, which reads its choice from the environment (as in a Space)."""
-    for name, value in (("OMNI_ASR", args.asr), ("OMNI_LLM", args.llm)):
+    """Hand --asr/--llm/--llm-url/--llm-model to the cascade, which reads them from the environment (as in a Space)."""
+    for name, value in (
+        ("OMNI_ASR", args.asr),
+        ("OMNI_LLM", args.llm),
+        ("OMNI_LLM_URL", args.llm_url),
+        ("OMNI_LLM_MODEL", args.llm_model),
+    ):
         if value:
             os.environ[name] = value

@@ -1,9 +1,9 @@
 """The cascade on OpenAI-compatible engines: a real llama-cpp-python server (its own `llama_cpp.server`) on this
 project's Qwen2.5 0.5B GGUF, with real Whisper and piper around it.
 
-No speech server can run here (speaches and the like fetch their models from a hub), so the speech endpoints are
-tested against a small server this file starts, which speaks the OpenAI audio protocol with the real Whisper and
-piper models behind it.
+speaches and the like fetch their models from a hub, so the speech endpoints are tested against a small server this
+file starts, which speaks the OpenAI audio protocol with the real Whisper and piper behind it (a third-party
+transcription server was tried by hand: docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "qwen2.5-0.5b"
-# Not used by any other test, nor to tune anything: a question whose answer is long enough to tell two models apart.
+# In no other test (the latency benchmark speaks it, for timing only): an answer long enough to tell two models apart.
 HELD_OUT_QUESTION = ROOT / "bench" / "prompts" / "book.wav"
 CHUNK = SAMPLE_RATE // 2  # what the browser sends
 

@@ -43,6 +43,8 @@ from omni.media import MediaStore, OwnerCookie, new_id, owner_of  # noqa: E402
 from omni.models import ModelError  # noqa: E402
 from omni.wav import write_wav  # noqa: E402
 from utils.vad import PauseDetectorOptions, SileroVad  # noqa: E402
+from web import page  # noqa: E402
+from web.page import HOLD, INTERRUPT, MIC, PLAYED, REPLY, RESUME  # noqa: E402
 
 log = logging.getLogger("app")
 RECORDINGS = DATA / "recordings"  # every turn's audio, one folder per browser and session (omni/media.py)
@@ -54,21 +56,9 @@ ACTIVE_S = 30.0  # a session that sent microphone audio this recently counts as 
 BUSY_NOTE = "<sub>(answering someone else: you are next)</sub>"
 CHUNK_S = 0.5  # the microphone's stream_every
 HEARTBEAT_S = 0.25  # how often a reply that waits for the model checks whether to show "you are next"
-MIC, REPLY, INTERRUPT = "mic", "reply", "duplex"  # elem_ids the browser-side scripts find the components by
-HOLD, RESUME, PLAYED = "omni-hold", "omni-resume", "omni-played"  # hidden buttons the page's scripts press
 HOLD_S = 3.0  # a held reply goes on by itself after this (the browser resumes it after 2 s)
 DUPLEX = os.environ.get("OMNI_DUPLEX", "1") != "0"
 
-# Gradio 6 ignores gr.Audio(recording=...) sent from the server, so the server flips a hidden number and these
-# scripts press the microphone's own buttons or pause the player.
-PRESS_STOP = f"() => {{ document.querySelector('#{MIC} .stop-button')?.click(); }}"
-PRESS_RECORD = f"() => {{ document.querySelector('#{MIC} .record-button')?.click(); }}"
-SILENCE_REPLY = "() => { window.omniDropHold?.(); window.omniStopReply?.(); }"
-PLAY_REPLY = "(url) => { window.omniPlay?.(url); }"  # web/player.js streams the reply into the page's player
-# On a barge-in the server confirmed: stop playback and tell the server how much of the reply was heard.
-# web/barge_in.js (loaded into the page) holds playback even sooner, and knows where it held it.
-CUT_REPLY = "() => { const heard = window.omniCutReply?.() ?? 0; window.omniStopReply?.(); return heard; }"
-PAGE_SCRIPTS = "".join(f"<script>{(ROOT / 'web' / name).read_text()}</script>" for name in ("player.js", "barge_in.js"))
 
 
 @dataclass
@@ -375,21 +365,21 @@ def build_demo(chat: VoiceChat) -> gr.Blocks:
             time_limit=None,
             concurrency_limit=None,  # a chunk costs ~1 ms: never queue one behind another session's
         )
-        mic_off.change(None, None, None, js=PRESS_STOP)
+        mic_off.change(None, None, None, js=page.PRESS_STOP)
         # Every admitted session's reply may run at once: the model's compute queue takes turns between them.
         answering = turn_ended.change(
             chat.respond, [state], [live_url, chatbot, state, listen_again], concurrency_limit=chat.max_sessions
         )
-        live_url.change(None, [live_url], None, js=PLAY_REPLY)
+        live_url.change(None, [live_url], None, js=page.PLAY_REPLY)
         played.click(chat.listen_again, [state], [listen_again], concurrency_limit=None, api_visibility="private")
-        listen_again.change(None, None, None, js=PRESS_RECORD)
-        barged_in.change(None, None, [heard], js=CUT_REPLY)
+        listen_again.change(None, None, None, js=page.PRESS_RECORD)
+        barged_in.change(None, None, [heard], js=page.CUT_REPLY)
         heard.change(chat.on_heard, [heard, state], [chatbot, state])
         hold.click(chat.on_hold, [state], None, concurrency_limit=None, api_visibility="private")
         resume.click(chat.on_resume, [state], None, concurrency_limit=None, api_visibility="private")
         duplex.change(chat.set_duplex, [duplex, state], [state])
-        stop.click(chat.stop, [state], [state, silence, chatbot], cancels=[answering]).then(None, js=PRESS_STOP)
-        silence.change(None, None, None, js=SILENCE_REPLY)
+        stop.click(chat.stop, [state], [state, silence, chatbot], cancels=[answering]).then(None, js=page.PRESS_STOP)
+        silence.change(None, None, None, js=page.SILENCE_REPLY)
         start.click(chat.start, [state], [state, listen_again])
         clear.click(chat.clear, [state], [state, chatbot])
     return demo
@@ -403,7 +393,7 @@ def serve(chat: VoiceChat) -> FastAPI:
     chat.live.add_routes(app)
     demo = build_demo(chat)
     demo.queue(default_concurrency_limit=chat.max_sessions)
-    return gr.mount_gradio_app(app, demo, path="", head=PAGE_SCRIPTS)
+    return gr.mount_gradio_app(app, demo, path="", head=page.head())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,11 +4,12 @@
 // chunks, so its verdict comes ~1 s after the user began. This script listens to the same microphone stream
 // (echo-cancelled) in 20 ms frames and, while the reply plays, holds playback as soon as a loud enough run of
 // sound lasts RUN_MS, and has the server hold the reply's generation too. If the server confirms a barge-in,
-// the reply is cut where it was held (see CUT_REPLY in app.py); if it does not within RESUME_MS (a cough, a
+// the reply is cut where it was held (see CUT_REPLY in web/page.py); if it does not within RESUME_MS (a cough, a
 // door), playback and generation resume where they stopped.
 (() => {
-  const REPLY = "#reply audio";
-  const INTERRUPT = "#duplex input";
+  const ids = window.omniPage; // the element ids app.py uses (web/page.py)
+  const REPLY = `#${ids.REPLY} audio`;
+  const INTERRUPT = `#${ids.INTERRUPT} input`;
   const press = (id) => document.getElementById(id)?.click(); // hidden buttons wired to the server
   const FRAME_MS = 20;
   const RUN_MS = 200; // shorter than a syllable or two: coughs and clicks end sooner
@@ -50,11 +51,11 @@
     state.heldPlayer = player;
     state.holds += 1;
     player.pause();
-    press("omni-hold");
+    press(ids.HOLD);
     resumeTimer = setTimeout(() => {
       // No barge-in confirmed: it was not speech. Carry on as if nothing happened.
       if (state.heldPlayer === player && player.paused) player.play().catch(() => {});
-      press("omni-resume");
+      press(ids.RESUME);
       release();
     }, RESUME_MS);
   }

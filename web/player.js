@@ -19,7 +19,7 @@
     audio.id = PLAYER;
     audio.controls = true;
     audio.style.width = "100%";
-    (document.getElementById("reply") || document.body).appendChild(audio);
+    (document.getElementById(window.omniPage.REPLY) || document.body).appendChild(audio);
     audio.addEventListener("playing", () => {
       const record = current?.record;
       if (!record) return;
@@ -36,7 +36,7 @@
       if (record?.playingAt !== null && record?.bytes > 0 && !record.done) record.stalls.push([performance.now(), null]);
     });
     // Played to the end: the server re-arms the microphone in half duplex (a hidden button, see app.py).
-    audio.addEventListener("ended", () => document.getElementById("omni-played")?.click());
+    audio.addEventListener("ended", () => document.getElementById(window.omniPage.PLAYED)?.click());
     return audio;
   }
 

@@ -225,14 +225,16 @@ class RemoteTranscriber:
         self.model = model
         self.name = f"{model} at {self.server.url}"
 
-    def transcribe(self, audio: np.ndarray) -> str:
-        """Mono float32 at 16 kHz -> plain text."""
+    def transcribe(self, audio: np.ndarray, prompt: str = "") -> str:
+        """Mono float32 at 16 kHz -> plain text. PROMPT: the words said just before (the API's `prompt`)."""
         if audio.size < SAMPLE_RATE // 10:  # under 100 ms: nothing a person could have said (as the local one)
             return ""
         pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
         fields = {"model": self.model, "response_format": "verbose_json"}
         if self.options.language:
             fields["language"] = self.options.language
+        if prompt:
+            fields["prompt"] = prompt
         with self.server.errors():
             response = self.server.http.post(
                 "audio/transcriptions",

@@ -44,6 +44,7 @@ MODEL = "qwen2.5-0.5b"
 # In no other test (the latency benchmark speaks it, for timing only): an answer long enough to tell two models apart.
 HELD_OUT_QUESTION = ROOT / "bench" / "prompts" / "book.wav"
 CHUNK = SAMPLE_RATE // 2  # what the browser sends
+TRANSCRIPTION_PROMPTS: list[str] = []  # the `prompt` of each request to the speech server below
 
 
 def free_port() -> int:
@@ -279,11 +280,18 @@ def speech_server(asr, tts) -> Iterator[str]:
 
     @app.post("/v1/audio/transcriptions")
     def transcriptions(
-        file: UploadFile, model: str = Form(), language: str = Form("en"), response_format: str = Form("json")
+        file: UploadFile,
+        model: str = Form(),
+        language: str = Form("en"),
+        prompt: str = Form(""),
+        response_format: str = Form("json"),
     ):
         with wave.open(io.BytesIO(file.file.read())) as f:
             audio = np.frombuffer(f.readframes(f.getnframes()), np.int16).astype(np.float32) / 32768
-        segments, _ = asr.model.transcribe(audio, language=language, beam_size=1, vad_filter=False)
+        TRANSCRIPTION_PROMPTS.append(prompt)
+        segments, _ = asr.model.transcribe(
+            audio, language=language, beam_size=1, vad_filter=False, initial_prompt=prompt or None
+        )
         segments = [
             {"text": s.text, "avg_logprob": s.avg_logprob, "no_speech_prob": s.no_speech_prob} for s in segments
         ]
@@ -320,10 +328,13 @@ def test_everything_remote(llm_server, speech_server, say):
     assert "paris" in heard, heard
 
 
-def test_remote_transcriber_hears_silence_as_nothing(speech_server, say):
+def test_remote_transcriber_hears_silence_as_nothing_and_passes_the_prompt(speech_server, say):
     transcriber = RemoteTranscriber(speech_server)
     assert transcriber.transcribe(np.zeros(2 * SAMPLE_RATE, np.float32)) == ""
     assert "spider" in transcriber.transcribe(say("How many legs does a spider have?")).lower()
+    # The words said before a pause go along as the API's `prompt` (Whisper's previous text).
+    assert "name" in transcriber.transcribe(say("What is my name?"), "Hello, I am Anna").lower()
+    assert TRANSCRIPTION_PROMPTS[-3:] == ["", "", "Hello, I am Anna"]
 
 
 def test_remote_speaker_streams_pieces_of_the_configured_length(speech_server):

@@ -6,7 +6,6 @@ the app's handlers), so that it runs in milliseconds. Every behaviour they fake 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ class ScriptedModel:
 
     reply: str = "Hello there. How are you?"
     delay_s: float = 0.0
+    wait_s: float = 0.0  # before the transcript: as if the model were busy with someone else
     audio_s: float = 0.2
     name: str = "scripted"
     sample_rate: int = SAMPLE_RATE
@@ -65,6 +65,7 @@ class ScriptedModel:
     listened: list[int] = field(default_factory=list)  # ... and of every draft heard ahead
     histories: list[list[Message]] = field(default_factory=list)
     running: int = 0  # replies being generated right now
+    waiting: int = 0  # what `CascadeSession.waiting` would say: this conversation's place in line for the model
 
     def session(self) -> "ScriptedModel":
         return self
@@ -75,14 +76,15 @@ class ScriptedModel:
     def respond(
         self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
     ) -> Iterator[ReplyChunk]:
-        loud = np.abs(audio) > LOUD / 2
-        if not loud.any():
+        loud = np.flatnonzero(np.abs(audio) > LOUD / 2)
+        if not loud.size:
             raise NoSpeechError("No words were heard.")
         self.heard.append(audio.size)
         self.histories.append(list(history))
-        transcript = f"{loud.sum() / SAMPLE_RATE:.1f} s of speech"
+        transcript = f"{(loud[-1] - loud[0]) / sample_rate:.1f} s of speech"  # from the first loud sample to the last
         self.running += 1
         try:
+            time.sleep(self.wait_s)
             yield ReplyChunk(transcript=transcript)
             said = ""
             for word in self.reply.split(" "):
@@ -96,16 +98,3 @@ class ScriptedModel:
             yield ReplyChunk(turn=Turn(transcript, self.reply, {"first_audio_ms": 0.0}))
         finally:
             self.running -= 1
-
-
-class Gate:
-    """A switch a scripted reply waits on (`wait`), opened by the test (`open`)."""
-
-    def __init__(self) -> None:
-        self._open = threading.Event()
-
-    def open(self) -> None:
-        self._open.set()
-
-    def wait(self, timeout: float = 5.0) -> None:
-        assert self._open.wait(timeout), "the test never opened the gate"

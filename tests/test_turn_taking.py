@@ -1,0 +1,150 @@
+"""Turn-taking in the Conversation engine with a loudness VAD and a scripted model: fast and deterministic.
+
+The same behaviours are tested with Silero and the real cascade in test_conversation.py and test_barge_in.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from omni.audio import SAMPLE_RATE
+from omni.conversation import INTERRUPTED, Conversation, ConversationOptions
+from omni.speech_model import NoSpeechError
+from tests.conftest import collect
+from tests.fakes import LoudnessVad, ScriptedModel, chunks, silence, speech
+from utils.vad import PauseDetectorOptions
+
+
+def conversation(model: ScriptedModel | None = None, **options) -> Conversation:
+    """A conversation on the 700 ms silence rule (the semantic end of turn has tests of its own)."""
+    vad_options = PauseDetectorOptions(turn=None)
+    return Conversation(model or ScriptedModel(), vad_options, ConversationOptions(**options), vad=LoudnessVad())
+
+
+def say(conversation: Conversation, audio: np.ndarray) -> list[str]:
+    """Feed AUDIO in 0.5 s chunks; the kinds of the events it caused."""
+    return [e.kind for chunk in chunks(audio) for e in conversation.hear(chunk, SAMPLE_RATE)]
+
+
+def test_a_turn_ends_after_silence_and_is_answered():
+    talk = conversation(speculate=False, listen_ahead=False)
+    kinds = say(talk, np.concatenate([silence(0.5), speech(1.5), silence(1.0)]))
+    assert kinds == ["speech_start", "pause", "end_of_turn"]
+    reply = collect(talk.reply())
+    assert reply["transcript"] == "1.5 s of speech"
+    assert reply["text"] == "Hello there. How are you? " and len(reply["audio"]) == 2
+    assert [m["role"] for m in talk.history] == ["user", "assistant"]
+
+
+def test_silence_and_a_click_start_no_turn():
+    talk = conversation()
+    assert say(talk, np.concatenate([silence(2.0), speech(0.1), silence(2.0)])) == []
+    assert not talk.turn_ended
+
+
+def test_a_turn_without_words_raises_no_speech():
+    model = ScriptedModel()
+    talk = conversation(model, speculate=False)
+    say(talk, np.concatenate([speech(1.0) * 0.3, silence(1.0)]))  # loud enough for the VAD, not for "words"
+    with pytest.raises(NoSpeechError):
+        collect(talk.reply())
+    assert not talk.speaking
+
+
+def test_the_answer_starts_at_the_pause_and_is_dropped_when_the_user_goes_on():
+    model = ScriptedModel()
+    talk = conversation(model)
+    say(talk, np.concatenate([speech(1.0), silence(0.25)]))  # a pause: an answer starts in the background
+    assert talk._speculation is not None
+    say(talk, np.concatenate([speech(1.0), silence(1.0)]))  # they went on, then stopped
+    reply = collect(talk.reply())
+    assert reply["transcript"] == "2.2 s of speech"  # the whole turn (with its pause), not the part before it
+
+
+def test_the_model_listens_ahead_while_the_user_speaks():
+    model = ScriptedModel()
+    talk = conversation(model)
+    for chunk in chunks(speech(2.0)):
+        talk.hear(chunk, SAMPLE_RATE)
+        if talk._listening:
+            talk._listening.join(1)
+    assert len(model.listened) >= 2 and model.listened == sorted(model.listened)
+
+
+def test_audio_after_the_end_of_a_turn_belongs_to_the_next_one():
+    """A quick follow-up in the same chunk as the end of the turn (or before the reply starts) keeps its start."""
+    talk = conversation(speculate=False, listen_ahead=False, barge_in=True)
+    # The end of turn is decided 704 ms into the silence; the next words start 100 ms later, in the same chunk.
+    audio = np.concatenate([speech(1.0), silence(0.8), speech(1.0), silence(1.0)])
+    kinds = say(talk, audio[: SAMPLE_RATE * 2])  # up to 0.2 s into the next words
+    assert kinds[-1] == "end_of_turn" and talk.turn_ended
+    first = talk.turn_audio()
+    assert np.abs(first).max() > 0.2 and first.size < 1.6 * SAMPLE_RATE
+    collect(talk.reply())
+    talk.played()
+    kinds = say(talk, audio[SAMPLE_RATE * 2 :])
+    assert kinds == ["speech_start", "pause", "end_of_turn"]
+    assert collect(talk.reply())["transcript"] == "1.0 s of speech"  # from its first sample
+
+
+def test_a_reply_with_nothing_to_say_out_loud_gives_the_microphone_back():
+    talk = conversation(ScriptedModel(reply="Hmm"), speculate=False, barge_in=True)  # no sentence: no audio
+    say(talk, np.concatenate([speech(1.0), silence(1.0)]))
+    reply = collect(talk.reply())
+    assert reply["audio"] == [] and reply["turn"] is not None
+    assert not talk.speaking  # normal listening again: not the stricter barge-in start
+
+
+def test_talking_over_the_reply_cuts_it_and_keeps_what_was_heard():
+    model = ScriptedModel(reply="One. Two. Three. Four. Five. Six.", delay_s=0.05)
+    talk = conversation(model, speculate=False, barge_in=True)
+    say(talk, np.concatenate([speech(1.0), silence(1.0)]))
+    reply = talk.reply()
+    for chunk in reply:
+        if chunk.audio is not None:
+            break
+    assert talk.speaking
+    kinds = say(talk, speech(1.0))
+    assert "speech_start" in kinds and talk.interruptions == 1
+    rest = list(reply)
+    assert not any(c.turn for c in rest)  # cut: never finished
+    said = talk.history[-1]["content"]
+    assert said.endswith(INTERRUPTED) and "[" not in said  # no note the model could copy into its replies
+    assert talk.heard(0.0) == "" and talk.history[-1]["content"] == INTERRUPTED
+
+
+def test_a_held_reply_makes_nothing_until_released():
+    model = ScriptedModel(reply=" ".join(["word"] * 40), delay_s=0.01)
+    talk = conversation(model, speculate=False)
+    say(talk, np.concatenate([speech(1.0), silence(1.0)]))
+    reply = talk.reply()
+    next(reply)
+    talk.hold(5.0)
+    time.sleep(0.05)
+    queued = talk._reply._queue.qsize()
+    time.sleep(0.2)
+    assert talk._reply._queue.qsize() <= queued + 1  # at most the word under way
+    talk.resume()
+    assert sum(1 for c in reply if c.text) > 30
+
+
+def test_cancel_forgets_the_turn_and_keeps_the_history():
+    talk = conversation(speculate=False)
+    say(talk, np.concatenate([speech(1.0), silence(1.0)]))
+    collect(talk.reply())
+    say(talk, speech(1.0))
+    talk.cancel()
+    assert talk.history and not talk.turn_ended and not talk.detector.started_talking
+
+
+def test_each_conversation_has_its_own_history():
+    model = ScriptedModel()
+    anna, bob = conversation(model, speculate=False), conversation(model, speculate=False)
+    say(anna, np.concatenate([speech(1.0), silence(1.0)]))
+    collect(anna.reply())
+    say(bob, np.concatenate([speech(2.0), silence(1.0)]))
+    collect(bob.reply())
+    assert model.histories[-1] == [] and len(anna.history) == 2 and len(bob.history) == 2

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import llama_cpp
 
+from omni.arithmetic import with_note
 from omni.cpu import others_busy
 from omni.models import ModelError, resolve
 from omni.speech_model import Message
@@ -38,6 +39,7 @@ class LlmOptions:
     # in use, llama.cpp's threads stall each other); OMNI_LLM_ADAPT_THREADS=0 keeps `threads` always.
     busy_elsewhere: float = 0.35
     adapt_threads: bool = field(default_factory=lambda: os.environ.get("OMNI_LLM_ADAPT_THREADS", "1") != "0")
+    exact_arithmetic: bool = True  # a spoken calculation's exact result is noted in the prompt (omni/arithmetic.py)
 
 
 def build_prompt(options: LlmOptions, history: Sequence[Message], user_text: str) -> list[dict[str, str]]:
@@ -45,6 +47,8 @@ def build_prompt(options: LlmOptions, history: Sequence[Message], user_text: str
     budget = (options.n_ctx - options.max_tokens) * 3  # ~3 characters per token, with a margin
     messages = [{"role": m["role"], "content": m["content"]} for m in history if m["role"] != "system"]
     messages.append({"role": "user", "content": user_text})
+    if options.exact_arithmetic:  # every user turn alike, so that earlier turns stay the cached prompt prefix
+        messages = [{**m, "content": with_note(m["content"])} if m["role"] == "user" else m for m in messages]
     while len(messages) > 1 and sum(len(m["content"]) for m in messages) > budget:
         messages = messages[2:]  # forget the oldest exchange first
     return [{"role": "system", "content": options.system_prompt}, *messages]

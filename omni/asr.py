@@ -29,7 +29,8 @@ MAX_TOKENS = 224  # half of Whisper's text context: far more than 30 s of speech
 @dataclass
 class AsrOptions:
     language: str | None = "en"
-    beam_size: int = 1  # greedy: beam 5 costs ~2x for a small gain on clean speech (and takes the long path)
+    # Greedy. Beam 5 on bench.quality: WER 5.5 -> 4.9 % held in but 4.5 -> 10.3 % held out, +80 ms a turn.
+    beam_size: int = 1
     threads: int = min(2, os.cpu_count() or 1)
     # Whisper invents words on noise ("Thank you.", "the", "Ch-ch-ch-ch..."). Its own rules, kept here:
     no_speech_threshold: float = 0.6  # unsure there is speech ...
@@ -77,7 +78,7 @@ class Transcriber:
         if audio.size < SAMPLE_RATE // 10:  # under 100 ms: nothing a person could have said
             return ""
         window_s = WINDOW_STEP_S * math.ceil((audio.size / SAMPLE_RATE + 0.5) / WINDOW_STEP_S)
-        if window_s <= MAX_WINDOW_S and self.options.beam_size == 1:
+        if window_s <= MAX_WINDOW_S:
             return self._transcribe_window(audio, window_s)
         return self._transcribe_long(audio)
 
@@ -92,7 +93,7 @@ class Transcriber:
             encoded,
             [self._prompt],
             max_length=MAX_TOKENS,
-            beam_size=1,
+            beam_size=self.options.beam_size,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,

@@ -38,7 +38,7 @@ from gradio.route_utils import get_root_url  # noqa: E402
 from omni import NoSpeechError, SpeechModel, add_model_arguments, load_speech_model, use_model_arguments  # noqa: E402
 from omni.audio import SAMPLE_RATE, to_int16  # noqa: E402
 from omni.conversation import Conversation, ConversationOptions  # noqa: E402
-from omni.live import LiveReplies  # noqa: E402
+from omni.live import LiveReplies, LiveReply  # noqa: E402
 from omni.media import MediaStore, OwnerCookie, new_id, owner_of  # noqa: E402
 from omni.models import ModelError  # noqa: E402
 from omni.wav import write_wav  # noqa: E402
@@ -78,6 +78,8 @@ class AppState:
     # an id made here would be the same for all): the recordings folder's name, and the browser's id (its cookie).
     session: str = ""
     owner: str = ""
+    origin: str = ""  # the app's public address, for the URLs of recordings (behind a proxy: as the browser sees it)
+    live: LiveReply | None = None  # the stream of the reply to the turn that just ended, opened with its end
 
 
 def interrupted_note(text: str) -> str:
@@ -136,18 +138,23 @@ class VoiceChat:
     # --- microphone ------------------------------------------------------------------------------------
 
     def on_chunk(self, chunk: tuple[int, np.ndarray] | None, state: AppState, request: gr.Request | None = None):
-        """Each 0.5 s of microphone audio -> (state, turn ended, microphone off, barge-in), signals or skips."""
+        """Each 0.5 s of microphone audio -> (state, turn ended, microphone off, barge-in, live reply URL): signals
+        or skips. The reply's stream opens with the end of the turn, so the page starts listening for its first
+        audio one Gradio round trip (140-360 ms here) sooner than if the reply handler opened it."""
+        skip = gr.skip()
         if state.stopped or chunk is None:
-            return state, gr.skip(), gr.skip(), gr.skip()
-        if not state.session:  # the session's first chunk: who is it?
+            return state, skip, skip, skip, skip
+        if not state.session:  # the session's first chunk: who is it, and where is the app?
             state.session = new_id()
             state.owner = (request and owner_of(request.headers.get("cookie"))) or new_id()
+            if request and request.request:
+                state.origin = get_root_url(request.request, "/gradio_api/queue/join", None)
         if not self.admit(state):
             gr.Warning(
                 f"Sorry, I am already talking with {self.max_sessions} people and this machine cannot serve more "
                 "at once. Please try again in a minute."
             )
-            return state, gr.skip(), time.time(), gr.skip()  # the microphone goes off
+            return state, skip, time.time(), skip, skip  # the microphone goes off
         sample_rate, audio = chunk
         conversation = self.conversation(state)
         interruptions = conversation.interruptions
@@ -155,17 +162,19 @@ class VoiceChat:
             events = conversation.hear(audio, sample_rate)
         except Exception as e:  # noqa: BLE001 - one bad chunk must not end the conversation
             log.warning("dropped a microphone chunk: %s", e)
-            return state, gr.skip(), gr.skip(), gr.skip()
+            return state, skip, skip, skip, skip
         now = time.time()
-        barged_in = now if conversation.interruptions > interruptions else gr.skip()
+        barged_in = now if conversation.interruptions > interruptions else skip
         if conversation.interruptions > interruptions and state.interrupted is None and state.replying is None:
             # The reply was all written but was still playing: the player will say how much was heard.
             state.interrupted = state.last_reply
         if any(e.kind == "end_of_turn" for e in events):
             state.turns += 1
-            state.turn_ended_at = time.time()
-            return state, state.turns, gr.skip() if state.duplex else now, barged_in
-        return state, gr.skip(), gr.skip(), barged_in
+            state.turn_ended_at = now
+            log.info("turn %d: ended %s", state.turns, json.dumps({"timing": state.session, "end_of_turn": now * 1000}))
+            state.live = self.live.open(state.owner, self.model.sample_rate)
+            return state, state.turns, skip if state.duplex else now, barged_in, state.origin + state.live.url
+        return state, skip, skip, barged_in, skip
 
     def on_heard(self, heard_s: float | None, state: AppState):
         """The player reports how much of the interrupted reply was heard: keep exactly that."""
@@ -189,31 +198,28 @@ class VoiceChat:
     # --- the reply ---------------------------------------------------------------------------------------
 
     def respond(self, state: AppState, request: gr.Request | None = None) -> Iterator[tuple]:
-        """Answer the turn that just ended: (live reply URL, chat, state, re-arm signal) as the reply grows.
-
-        The reply's audio streams to the page through its own URL (omni/live.py), opened now so that the page is
-        already listening when the first clause is spoken."""
+        """Answer the turn that just ended: (chat, state, re-arm signal) as the reply grows. Its audio streams to the
+        page through the reply's own URL (omni/live.py), opened at the end of the turn (`on_chunk`)."""
         conversation = state.conversation
         if state.stopped or conversation is None:
             return
         turn = state.turns  # read once: in full duplex the next turn may end while this one is answered
+        live, state.live = state.live or self.live.open(state.owner, self.model.sample_rate), None
         folder = self.media.folder(state.owner, state.session)
-        origin = get_root_url(request.request, "/gradio_api/queue/join", None) if request and request.request else ""
         user_wav = folder / f"turn-{turn:03d}-user.wav"
         write_wav(user_wav, to_int16(conversation.turn_audio()), SAMPLE_RATE)
-        user = {"role": "user", "content": [audio_message(origin + self.media.url(user_wav), "audio/wav")]}
+        user = {"role": "user", "content": [audio_message(state.origin + self.media.url(user_wav), "audio/wav")]}
         assistant = {"role": "assistant", "content": ["…"]}
         state.chat += [user, assistant]
         state.replying = assistant
-        live = self.live.open(state.owner, self.model.sample_rate)
-        yield origin + live.url, state.chat, state, gr.skip()
+        yield state.chat, state, gr.skip()
         try:
-            yield from self._reply(state, conversation, turn, user, assistant, live, folder, origin)
+            yield from self._reply(state, conversation, turn, user, assistant, live, folder)
         finally:
             live.close()  # finished, failed or cancelled (Stop): the page's stream ends
             state.replying = None
 
-    def _reply(self, state, conversation, turn, user, assistant, live, folder, origin) -> Iterator[tuple]:
+    def _reply(self, state, conversation, turn, user, assistant, live, folder) -> Iterator[tuple]:
         text, spoken = "", False
         understood = False  # the user's words came back from the model
         first_audio_s = None
@@ -223,17 +229,18 @@ class VoiceChat:
                 if chunk.empty:
                     if not text and getattr(conversation.model, "waiting", 0) and assistant["content"] != [BUSY_NOTE]:
                         assistant["content"] = [BUSY_NOTE]  # someone else's reply has the model: say so
-                        yield gr.skip(), state.chat, state, gr.skip()
+                        yield state.chat, state, gr.skip()
                 elif chunk.turn is not None:
-                    log.info("turn %d: %s", turn, {k: round(v) for k, v in chunk.turn.timings.items()})
+                    timings = {k: round(v) for k, v in chunk.turn.timings.items()}
+                    log.info("turn %d: %s %s", turn, timings, json.dumps({"timing": state.session}))
                 elif chunk.transcript is not None:
                     user["content"].append(chunk.transcript)
                     understood = True
-                    yield gr.skip(), state.chat, state, gr.skip()
+                    yield state.chat, state, gr.skip()
                 elif chunk.text is not None:
                     text += chunk.text
                     assistant["content"] = [text]
-                    yield gr.skip(), state.chat, state, gr.skip()
+                    yield state.chat, state, gr.skip()
                 elif chunk.audio is not None:
                     if first_audio_s is None:
                         first_audio_s = time.time() - state.turn_ended_at
@@ -248,27 +255,27 @@ class VoiceChat:
         except NoSpeechError:
             state.chat = [m for m in state.chat if m is not user and m is not assistant]
             gr.Info("No words heard. I'm still listening.")
-            yield gr.skip(), state.chat, state, self.listen_again(state)  # nothing will play
+            yield state.chat, state, self.listen_again(state)  # nothing will play
             return
         except Exception as e:  # noqa: BLE001 - a failed turn is reported; the conversation goes on
             log.exception("the reply failed")
             gr.Warning(f"The reply failed: {e}")
             if not spoken:
                 state.chat.remove(assistant)
-            yield gr.skip(), state.chat, state, self.listen_again(state)
+            yield state.chat, state, self.listen_again(state)
             return
         if not understood:  # stopped before the user's words were understood
             state.chat.remove(assistant)
-            yield gr.skip(), state.chat, state, gr.skip()
+            yield state.chat, state, gr.skip()
             return
         if not spoken:  # nothing to play (the reply had no speakable words): listen again now
-            yield gr.skip(), state.chat, state, self.listen_again(state)
+            yield state.chat, state, self.listen_again(state)
         content: list = [text.strip()]
         if spoken:
             live.close()
             reply_mp3 = folder / f"turn-{turn:03d}-reply.mp3"
             reply_mp3.write_bytes(live.data)  # the very bytes the page played
-            content.append(audio_message(origin + self.media.url(reply_mp3), "audio/mpeg"))
+            content.append(audio_message(state.origin + self.media.url(reply_mp3), "audio/mpeg"))
         if conversation.interruptions > interruptions:
             # Cut off by the user: show what the history keeps until the player says how much it played.
             content[0] = interrupted_note(conversation.spoken.heard or "")
@@ -277,7 +284,7 @@ class VoiceChat:
             content.append(f"<sub>replied in {first_audio_s:.2f} s</sub>")  # end of the user's turn -> first audio
         assistant["content"] = content
         state.last_reply = assistant
-        yield gr.skip(), state.chat, state, gr.skip()
+        yield state.chat, state, gr.skip()
 
     def listen_again(self, state: AppState):
         """The reply has played (or will not play): a signal that re-arms the microphone, unless the user
@@ -360,7 +367,7 @@ def build_demo(chat: VoiceChat) -> gr.Blocks:
         mic.stream(
             chat.on_chunk,
             [mic, state],
-            [state, turn_ended, mic_off, barged_in],
+            [state, turn_ended, mic_off, barged_in, live_url],
             stream_every=CHUNK_S,
             time_limit=None,
             concurrency_limit=None,  # a chunk costs ~1 ms: never queue one behind another session's
@@ -368,7 +375,7 @@ def build_demo(chat: VoiceChat) -> gr.Blocks:
         mic_off.change(None, None, None, js=page.PRESS_STOP)
         # Every admitted session's reply may run at once: the model's compute queue takes turns between them.
         answering = turn_ended.change(
-            chat.respond, [state], [live_url, chatbot, state, listen_again], concurrency_limit=chat.max_sessions
+            chat.respond, [state], [chatbot, state, listen_again], concurrency_limit=chat.max_sessions
         )
         live_url.change(None, [live_url], None, js=page.PLAY_REPLY)
         played.click(chat.listen_again, [state], [listen_again], concurrency_limit=None, api_visibility="private")

@@ -39,14 +39,11 @@ def speak_turn(chat: VoiceChat, state: AppState, audio: np.ndarray) -> int | Non
 
 def run_reply(chat: VoiceChat, state: AppState) -> dict:
     """Run the reply handler; "audio" is the mp3 its live stream sent to the page."""
-    out = {"audio": b"", "signals": [], "urls": []}
-    for live_url, chat_messages, state, listen_again in chat.respond(state):
-        if isinstance(live_url, str):
-            out["urls"].append(live_url)
+    out = {"audio": b"", "signals": [], "url": state.live.url if state.live else None}  # opened by the end of turn
+    for chat_messages, state, listen_again in chat.respond(state):
         out["chat"] = chat_messages
         if isinstance(listen_again, float):
             out["signals"].append(listen_again)
-    (out["url"],) = out["urls"]  # one live stream per reply
     out["audio"] = chat.live.get(out["url"]).data
     return out
 
@@ -116,7 +113,7 @@ def test_stop_start_and_clear(chat, say):
     run_reply(chat, state)
     state, _, _ = chat.stop(state)
     assert state.stopped
-    assert chat.on_chunk(next(browser_chunks(say("What is my name?"))), state)[1:] == (gr.skip(),) * 3
+    assert chat.on_chunk(next(browser_chunks(say("What is my name?"))), state)[1:] == (gr.skip(),) * 4
     assert list(chat.respond(state)) == []
     assert len(state.chat) == 2  # the history stays visible
     state, signal = chat.start(state)
@@ -135,7 +132,7 @@ def test_full_duplex_barge_in_marks_the_reply(chat, say, recordings):
     interruption, _ = recordings["spk1_snt1.wav"]
     barged = None
     for chunk in browser_chunks(interruption, trailing_silence_s=0):
-        state, _, mic_off, barged_in = chat.on_chunk(chunk, state)
+        state, _, mic_off, barged_in, _ = chat.on_chunk(chunk, state)
         assert mic_off == gr.skip()  # full duplex: the microphone stays on
         barged = barged if barged is not None else (barged_in if isinstance(barged_in, float) else None)
     assert barged is not None

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from app import BUSY_NOTE, AppState, VoiceChat
-from omni.audio import SAMPLE_RATE
 from omni.media import MediaStore
 from tests.fakes import LoudnessVad, ScriptedModel, silence, speech
 from utils.vad import PauseDetectorOptions
@@ -20,7 +19,8 @@ BROWSER_RATE = 48_000
 
 def make_chat(tmp_path, model: ScriptedModel | None = None, **kwargs) -> VoiceChat:
     options = PauseDetectorOptions(turn=None)  # the 700 ms rule: these tests are about the handlers
-    return VoiceChat(model or ScriptedModel(), options, MediaStore(tmp_path / "recordings"), vad=LoudnessVad(), **kwargs)
+    media = MediaStore(tmp_path / "recordings")
+    return VoiceChat(model or ScriptedModel(), options, media, vad=LoudnessVad(), **kwargs)
 
 
 def speak(chat: VoiceChat, state: AppState, audio: np.ndarray) -> list[tuple]:
@@ -65,10 +65,10 @@ def test_a_third_session_is_told_to_come_back_later(tmp_path):
     speak(chat, first, speech(0.5))
     speak(chat, second, speech(0.5))
     with pytest.warns(UserWarning, match="try again in a minute"):
-        _, ended, mic_off, _ = chat.on_chunk((BROWSER_RATE, np.zeros(24000, np.int16)), third)
+        _, ended, mic_off, _, _ = chat.on_chunk((BROWSER_RATE, np.zeros(24000, np.int16)), third)
     assert isinstance(mic_off, float) and third.conversation is None  # the microphone goes off, nothing heard
     chat.forget(first)  # the first one closed the page: room again
-    _, _, mic_off, _ = chat.on_chunk((BROWSER_RATE, np.zeros(24000, np.int16)), third)
+    _, _, mic_off, _, _ = chat.on_chunk((BROWSER_RATE, np.zeros(24000, np.int16)), third)
     assert mic_off == gr.skip() and third.conversation is not None
 
 
@@ -80,7 +80,7 @@ def test_the_chat_says_so_while_another_conversation_has_the_model(tmp_path):
     model.waiting = 1  # the model says this conversation is next in line
     outputs = chat.respond(state)
     shown = []
-    for _, messages, *_ in outputs:
+    for messages, *_ in outputs:
         shown.append(messages[-1]["content"][0])
         if BUSY_NOTE in shown:
             model.waiting = 0
@@ -119,7 +119,7 @@ def test_stop_marks_a_reply_cut_off_mid_way(tmp_path):
     state = AppState(duplex=False)
     speak(chat, state, np.concatenate([speech(1.0), silence(1.2)]))
     replies = chat.respond(state)
-    for _, messages, *_ in replies:
+    for messages, *_ in replies:
         if messages[-1]["content"][0].startswith("One."):
             break
     state, _, messages = chat.stop(state)
@@ -159,11 +159,13 @@ def test_clear_history_deletes_the_recordings(tmp_path):
 def test_a_live_reply_streams_its_audio_to_its_owner(tmp_path):
     chat = make_chat(tmp_path)
     state = AppState(duplex=False)
-    outputs = turn(chat, state)
-    url = outputs[0][0]
+    spoken = speak(chat, state, np.concatenate([speech(1.0), silence(1.2)]))
+    (url,) = [live_url for *_, live_url in spoken if isinstance(live_url, str)]  # sent with the end of the turn
+    list(chat.respond(state))
     live = chat.live.get(url)
     assert live.owner == state.owner and live.data  # one mp3, and the chat's file is the same bytes
-    assert (chat.media.root / state.chat[1]["content"][1]["file"]["url"].removeprefix("/omni/media/")).read_bytes() == live.data
+    kept = chat.media.root / state.chat[1]["content"][1]["file"]["url"].removeprefix("/omni/media/")
+    assert kept.read_bytes() == live.data
 
 
 def test_bad_chunks_are_survived(tmp_path):

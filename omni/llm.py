@@ -17,9 +17,12 @@ from omni.speech_model import Message
 from omni.threads import OwnThread
 
 SYSTEM_PROMPT = (
-    "You are a friendly voice assistant in a spoken conversation. Your words are read aloud, so answer in one to "
-    "three short sentences of plain, natural speech: no lists, no markdown, no emoji, no code. "
-    "Remember what the user tells you, such as their name, and use it when it helps."
+    "You are a friendly voice assistant in a spoken conversation. You hear the user through speech recognition, "
+    "which sometimes gets a word wrong: if a word seems out of place, go by what the user most likely said, a word "
+    "that sounds like it. Your words are read aloud, so answer in one to three short sentences of plain, natural "
+    "speech: no lists, no markdown, no emoji, no code. Answer questions directly, the answer first. Remember what "
+    "the user tells you, such as their name or their plans, and use it when it helps; when they correct something "
+    "they said, the correction counts. A [Calculator: ...] note after the user's words is exact: give that result."
 )
 
 
@@ -27,7 +30,9 @@ SYSTEM_PROMPT = (
 class LlmOptions:
     system_prompt: str = field(default_factory=lambda: os.environ.get("OMNI_SYSTEM_PROMPT", SYSTEM_PROMPT))
     max_tokens: int = 160  # about three spoken sentences
-    temperature: float = 0.3  # low: small models wander at higher temperatures
+    # Greedy: on bench.quality as right as 0.3 (50/59 both), the same answer every time, and a question that 0.3
+    # answered wrong was answered right greedily (issue 14).
+    temperature: float = 0.0
     top_p: float = 0.9
     n_ctx: int = 4096
     # Tokens evaluated per step. A turn adds a few dozen, but a long conversation's prompt is evaluated again when

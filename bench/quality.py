@@ -114,22 +114,25 @@ class TurnResult:
     reply: str = ""
     right: bool | None = None  # None: nothing to check in this turn
     phrases: int = 1
+    cut: bool = False  # the end of turn came before the speaker had finished (the rest is not in this turn)
     asr_ms: float = 0.0  # the reply's own ASR time (app: what was left when it started)
     first_audio_ms: float = 0.0  # app: end of turn -> first audio; cli: from the call
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def feed(conversation: Conversation, audio: np.ndarray, realtime: bool) -> float:
+def feed(conversation: Conversation, audio: np.ndarray, realtime: bool) -> tuple[float, bool]:
     """AUDIO and silence in 0.5 s chunks until the turn ends (as bench/latency.py's speak_turn, keeping the
-    history); returns when the end of turn was declared."""
+    history); returns when the end of turn was declared, and whether that cut the speaker off (words of AUDIO
+    were still to come: they are not heard in this turn)."""
     stream = np.concatenate([audio, np.zeros(int(TRAILING_SILENCE_S * SAMPLE_RATE), np.float32)])
+    last_word = np.flatnonzero(np.abs(audio) > 0.01)[-1]
     chunk = int(CHUNK_S * SAMPLE_RATE)
     t0 = time.perf_counter()
     for i in range(0, len(stream), chunk):
         if realtime:
             time.sleep(max(0.0, t0 + (i + chunk) / SAMPLE_RATE - time.perf_counter()))
         if any(e.kind == "end_of_turn" for e in conversation.hear(stream[i : i + chunk], SAMPLE_RATE)):
-            return time.perf_counter()
+            return time.perf_counter(), i + chunk <= last_word
     raise RuntimeError("the pause detector never ended the turn")
 
 
@@ -143,7 +146,7 @@ def result(item: Item, path: str, transcript: str, reply: str, **kw) -> TurnResu
 def run_app(conversation: Conversation, dialog: list[Item], realtime: bool) -> Iterable[TurnResult]:
     conversation.clear()
     for item in dialog:
-        eot_at = feed(conversation, item.audio(), realtime)
+        eot_at, cut = feed(conversation, item.audio(), realtime)
         phrases = len(conversation.phrase_breaks()) + 1
         first_audio_at, turn = None, None
         for chunk in conversation.reply():
@@ -159,6 +162,7 @@ def run_app(conversation: Conversation, dialog: list[Item], realtime: bool) -> I
             turn.transcript,
             turn.reply_text,
             phrases=phrases,
+            cut=cut,
             asr_ms=turn.timings["asr_ms"],
             first_audio_ms=(first_audio_at - eot_at) * 1000,
             timings=turn.timings,
@@ -203,6 +207,7 @@ def score(results: list[TurnResult]) -> dict:
         "turns": len(results),
         "wer": round(100 * wer([r.reference for r in results], [r.transcript for r in results]), 2),
         "broken_joins": sum(len(BROKEN.findall(r.transcript)) for r in results),
+        "cut_turns": sum(r.cut for r in results),
         "answers": f"{sum(r.right for r in checked)}/{len(checked)}",
         "accuracy": round(100 * sum(r.right for r in checked) / max(1, len(checked)), 1),
         "memory": f"{sum(r.right for r in memory)}/{len(memory)}",
@@ -296,16 +301,17 @@ def asr_variants(model: Cascade, items: list[Item]) -> dict:
 
 def print_table(report: dict) -> None:
     print(f"\n{report['models']}  |  {report['seconds']:.0f} s")
-    head = f"{'path':5} {'part':9} {'turns':>5} {'WER %':>6} {'broken':>6} {'answers':>8} {'acc %':>6} {'memory':>7}"
-    print(head + f" {'first audio ms':>15} {'ASR ms':>12}")
+    head = f"{'path':5} {'part':9} {'turns':>5} {'WER %':>6} {'broken':>6} {'cut':>3} {'answers':>8} {'acc %':>6}"
+    print(head + f" {'memory':>7} {'first audio ms':>15} {'ASR ms':>12}")
     for path, parts in report["paths"].items():
         for part, s in parts.items():
             if part == "all" or not s["turns"]:
                 continue
             print(
-                f"{path:5} {part:9} {s['turns']:5} {s['wer']:6} {s['broken_joins']:6} {s['answers']:>8} "
-                f"{s['accuracy']:6} {s['memory']:>7} {s['first_audio_ms']['median']:7} ({s['first_audio_ms']['p90']:5})"
-                f" {s['asr_ms']['median']:5} ({s['asr_ms']['p90']:5})"
+                f"{path:5} {part:9} {s['turns']:5} {s['wer']:6} {s['broken_joins']:6} {s['cut_turns']:3} "
+                f"{s['answers']:>8} {s['accuracy']:6} {s['memory']:>7} "
+                f"{s['first_audio_ms']['median']:7} ({s['first_audio_ms']['p90']:5}) "
+                f"{s['asr_ms']['median']:5} ({s['asr_ms']['p90']:5})"
             )
         print(f"      by kind: {parts['all']['by_kind']}")
 

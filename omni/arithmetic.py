@@ -145,17 +145,20 @@ def find(text: str) -> tuple[str, Decimal | None] | None:
 
 
 def note(text: str) -> str | None:
-    """A note with the exact result of the calculation in TEXT, for the language model; None if there is none."""
+    """A note with the exact result of the calculation in TEXT, for the language model; None if there is none.
+
+    A plain line, not a bracketed "[Calculator: ...]": with brackets in its prompt, the 1.5B model filled what it
+    did not know with them ("Your name is [Calculator: 123].")."""
     found = find(text)
     if found is None:
         return None
     said, result = found
     if result is None:
-        return f"[Calculator: {said} has no answer: one cannot divide by zero.]"
+        return f"Calculator: {said} has no answer, one cannot divide by zero."
     rounded = result.quantize(Decimal(1).scaleb(-DECIMALS))
     if rounded == result:
-        return f"[Calculator: {said} = {spoken(result)} exactly.]"
-    return f"[Calculator: {said} = about {spoken(rounded)}.]"
+        return f"Calculator: {said} = {spoken(result)} exactly."
+    return f"Calculator: {said} = about {spoken(rounded)}."
 
 
 def with_note(text: str) -> str:

@@ -54,16 +54,16 @@ def test_no_calculation_no_note(text: str) -> None:
 
 
 def test_notes_say_exact_rounded_or_impossible() -> None:
-    assert note("What is 7.25 minus 3.8?") == "[Calculator: 7.25 minus 3.8 = 3.45 exactly.]"
-    assert note("What is 10 divided by 3?") == "[Calculator: 10 divided by 3 = about 3.3333.]"
+    assert note("What is 7.25 minus 3.8?") == "Calculator: 7.25 minus 3.8 = 3.45 exactly."
+    assert note("What is 10 divided by 3?") == "Calculator: 10 divided by 3 = about 3.3333."
     assert "divide by zero" in note("What is 5 divided by 0?")
 
 
 def test_every_user_turn_gets_its_note_so_the_cached_prefix_stays() -> None:
     history = [{"role": "user", "content": "What is 2 plus 2?"}, {"role": "assistant", "content": "4."}]
     messages = build_prompt(LlmOptions(), history, "And 7.25 minus 3.8?")
-    assert messages[1]["content"] == "What is 2 plus 2?\n[Calculator: 2 plus 2 = 4 exactly.]"
-    assert messages[3]["content"].endswith("[Calculator: 7.25 minus 3.8 = 3.45 exactly.]")
+    assert messages[1]["content"] == "What is 2 plus 2?\nCalculator: 2 plus 2 = 4 exactly."
+    assert messages[3]["content"].endswith("Calculator: 7.25 minus 3.8 = 3.45 exactly.")
     assert build_prompt(LlmOptions(exact_arithmetic=False), history, "And 7.25 minus 3.8?")[3]["content"] == (
         "And 7.25 minus 3.8?"
     )

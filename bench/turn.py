@@ -1,0 +1,246 @@
+"""Turn-taking benchmark: does the pause detector end the turn when the speaker has finished, and only then?
+
+    python -m bench.turn            # smart-turn on the audio, next to the old 700 ms rule
+    python -m bench.turn --lm       # plus the language model on Whisper's transcript (loads Whisper base, Qwen 1.5B)
+
+Every recording of tests/data/turns (index.tsv; see make.py there) goes through `utils.vad.PauseDetector` in 0.5 s
+chunks, as the browser sends them, with the real Silero VAD and the real smart-turn model, four times: with the
+chunk boundaries 0, 125, 250 and 375 ms later (where a chunk boundary falls decides much of the wait). Per run:
+- early cut: the turn ended before the speaker finished (in a pause that was not an end);
+- late: a finished utterance took more than `LATE_MS` to end;
+- right: otherwise. Noise-only recordings are right when nothing happens at all.
+"Last speech -> end of turn" runs from the last speech sample (index.tsv, by energy) to the moment the detector
+says so: the end of the chunk that held the deciding frame, plus the time that `feed` call took (smart-turn runs
+inside it). Tuned and held-out recordings are reported apart. JSON goes to bench/results/turn.json.
+
+With --lm, the text's probability for a pause becomes known one chunk after the chunk in which the speech stopped:
+that is when the app, which transcribes and evaluates the words in the background as each chunk arrives (listening
+ahead, speculation), would have it (here Whisper base takes ~0.25 s for the last phrase and Qwen 1.5B 0.15-0.3 s
+for the new words: about one 0.5 s chunk). Its answers depend on the system prompt in omni/llm.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from omni.audio import SAMPLE_RATE, load_audio
+from utils.turn import SmartTurn, text_end_probability
+from utils.vad import PauseDetector, PauseDetectorOptions, SileroVad
+
+ROOT = Path(__file__).resolve().parent.parent
+TURNS = ROOT / "tests" / "data" / "turns"
+RESULTS = ROOT / "bench" / "results"
+CHUNK = SAMPLE_RATE // 2  # the browser's 0.5 s chunks
+LEAD_S, TAIL_S = 0.3, 4.5  # room tone added around each recording: the longest wait (3 s) and its chunk fit
+LATE_MS = 1000.0
+PHASES = tuple(SAMPLE_RATE * ms // 1000 for ms in (0, 125, 250, 375))  # where the chunk boundaries fall
+
+
+@dataclass
+class Recording:
+    name: str
+    kind: str  # complete | pause | noise
+    text: str
+    audio: np.ndarray  # padded with LEAD_S / TAIL_S of room tone
+    end: int | None  # last speech sample (in `audio`)
+    pauses: list[tuple[int, int]]  # pauses that are not ends (samples in `audio`)
+    held_out: bool
+
+
+def room_tone(recording: np.ndarray, seconds: float, seed: int) -> np.ndarray:
+    """White noise at the RECORDING's floor (its 10th-percentile 10 ms level): the microphone keeps hearing the room."""
+    hop = SAMPLE_RATE // 100
+    frames = recording[: len(recording) // hop * hop].astype(np.float64).reshape(-1, hop)
+    level = float(np.sqrt(np.percentile(np.mean(frames**2, axis=1), 10)))
+    return (np.random.default_rng(seed).standard_normal(round(seconds * SAMPLE_RATE)) * level).astype(np.float32)
+
+
+def load_set(folder: Path = TURNS) -> list[Recording]:
+    """The turn-taking set, each recording padded with room tone (lead LEAD_S, tail TAIL_S)."""
+    out = []
+    with open(folder / "index.tsv", newline="") as f:
+        for seed, row in enumerate(csv.DictReader(f, delimiter="\t")):
+            x = load_audio(folder / row["file"])
+            lead = round(LEAD_S * SAMPLE_RATE)
+            x = np.concatenate([room_tone(x, LEAD_S, seed), x, room_tone(x, TAIL_S, 1000 + seed)])
+            pauses = [
+                tuple(lead + round(float(t) * SAMPLE_RATE) for t in p.split("-")) for p in row["pauses"].split(";") if p
+            ]
+            end = lead + round(float(row["end_s"]) * SAMPLE_RATE) if row["end_s"] else None
+            out.append(
+                Recording(Path(row["file"]).stem, row["kind"], row["text"], x, end, pauses, row["held_out"] == "1")
+            )
+    return out
+
+
+@dataclass
+class Outcome:
+    name: str
+    kind: str
+    held_out: bool
+    phase_ms: float  # the first chunk's length (0: a whole chunk): where the chunk boundaries fall
+    verdict: str  # early | right | late | noise-ended
+    latency_ms: float | None  # last speech -> end of turn declared (None: no end, or an early one)
+    heard: float | None  # smart-turn at the last pause
+    read: float | None  # the text's P(end) when the turn ended
+    events: list[str] = field(default_factory=list)
+
+
+class TextEnd:
+    """The language model's P(the words end here) as the app would have it: from Whisper's transcript of the turn up
+    to a silence, known from the chunk after the one in which that silence began (see the module docstring)."""
+
+    def __init__(self) -> None:
+        from omni.asr import Transcriber
+        from omni.llm import ChatModel
+
+        self.asr = Transcriber("whisper-base")
+        self.chat = ChatModel("qwen2.5-1.5b")
+        self.cache: dict[tuple[str, int], tuple[str, float]] = {}
+        self.spent_s = 0.0  # in the app this work is done in the background: not counted as the detector's time
+
+    def probability(self, rec: Recording, start: int, end: int) -> float:
+        if (rec.name, end) not in self.cache:
+            t0 = time.perf_counter()
+            # The words as the app hands them over: from 0.3 s before speech_start to 0.2 s after the pause began.
+            words = self.asr.transcribe(
+                np.array(rec.audio[max(0, start - SAMPLE_RATE * 3 // 10) : end + SAMPLE_RATE // 5])
+            )
+            prompt = self.chat.prompt([], words)
+            p = self.chat._thread.call(text_end_probability, self.chat.llm, prompt) if words else 0.0
+            self.cache[rec.name, end] = words, p
+            self.spent_s += time.perf_counter() - t0
+        return self.cache[rec.name, end][1]
+
+    def for_detector(self, rec: Recording, detector: PauseDetector, chunk_start: Callable[[], int]):
+        def text_end(silence_start: int) -> float | None:
+            if silence_start >= chunk_start():  # speech stopped in the chunk being heard: not transcribed yet
+                return None
+            return self.probability(rec, detector.speech_start, silence_start)
+
+        return text_end
+
+
+def run(
+    rec: Recording,
+    options: PauseDetectorOptions,
+    vad: SileroVad,
+    smart_turn: SmartTurn | None,
+    text: TextEnd | None = None,
+    phase: int = 0,
+) -> Outcome:
+    """Feed REC in chunks (the first one PHASE samples long, if not 0) until the turn ends."""
+    detector = PauseDetector(options, vad.fork(), smart_turn=smart_turn)
+    bounds = [0, *range(phase or CHUNK, len(rec.audio), CHUNK), len(rec.audio)]
+    position = {"chunk_start": 0}
+    if text is not None:
+        detector.text_end = text.for_detector(rec, detector, lambda: position["chunk_start"])
+    events, end_at = [], 0.0
+    for a, b in itertools.pairwise(bounds):
+        position["chunk_start"] = a
+        t0, background = time.perf_counter(), text.spent_s if text else 0.0
+        new = detector.feed(rec.audio[a:b], SAMPLE_RATE)
+        took = time.perf_counter() - t0 - ((text.spent_s if text else 0.0) - background)
+        events += new
+        if any(e.kind == "end_of_turn" for e in new):
+            end_at = b + took * SAMPLE_RATE  # the chunk arrived with its last sample; then feed() ran
+            break
+    end = next((e for e in events if e.kind == "end_of_turn"), None)
+    latency = None
+    if rec.end is None:
+        verdict = "noise-ended" if end else "right"
+    elif end is None:
+        verdict = "late"
+    elif end.sample < rec.end - SAMPLE_RATE // 5:  # ended in a pause: the speaker had not finished
+        verdict = "early"
+    else:
+        latency = 1000 * (end_at - rec.end) / SAMPLE_RATE
+        verdict = "late" if latency > LATE_MS else "right"
+    labels = [f"{e.kind}@{e.sample / SAMPLE_RATE:.2f}" for e in events]
+    return Outcome(
+        rec.name, rec.kind, rec.held_out, 1000 * phase / SAMPLE_RATE, verdict, latency, *detector.verdict, labels
+    )
+
+
+def summary(outcomes: list[Outcome]) -> dict:
+    latencies = sorted(o.latency_ms for o in outcomes if o.latency_ms is not None)
+    count = {v: sum(o.verdict == v for o in outcomes) for v in ("early", "right", "late", "noise-ended")}
+    return {
+        "runs": len(outcomes),
+        **count,
+        "median_ms": statistics.median(latencies) if latencies else None,
+        "p90_ms": float(np.percentile(latencies, 90)) if latencies else None,
+    }
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lm", action="store_true", help="also read the words (Whisper base + Qwen2.5 1.5B)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "turn.json")
+    args = parser.parse_args()
+
+    recordings = load_set()
+    vad, smart_turn = SileroVad().load(), SmartTurn.shared()
+    policies: dict[str, tuple[PauseDetectorOptions, TextEnd | None]] = {
+        "700 ms rule": (PauseDetectorOptions(turn=None), None),
+        "smart-turn": (PauseDetectorOptions(), None),
+    }
+    if args.lm:
+        policies["smart-turn + LM"] = (PauseDetectorOptions(), TextEnd())
+    results = {
+        name: [run(rec, options, vad, smart_turn, text, phase) for rec in recordings for phase in PHASES]
+        for name, (options, text) in policies.items()
+    }
+    t0 = time.perf_counter()
+    for rec in recordings[:10]:
+        smart_turn(rec.audio[: 3 * SAMPLE_RATE])
+    smart_turn_ms = 100 * (time.perf_counter() - t0)
+
+    report = {
+        "chunk_s": CHUNK / SAMPLE_RATE,
+        "phases_ms": [1000 * p / SAMPLE_RATE for p in PHASES],
+        "late_ms": LATE_MS,
+        "smart_turn_ms_per_call": round(smart_turn_ms, 1),
+        "policies": {},
+    }
+    columns = ("early cuts", "right", "late", "noise ended", "median ms", "p90 ms")
+    widths = [max(len(c), 6) for c in columns]
+    header = f"{'':18s} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths))
+    for part, held_out in (("tuned", False), ("held out", True)):
+        n = sum(r.held_out == held_out for r in recordings)
+        print(f"\n{part}: {n} recordings x {len(PHASES)} chunk phases = {n * len(PHASES)} runs\n{header}")
+        for name, outcomes in results.items():
+            s = summary([o for o in outcomes if o.held_out == held_out])
+            report["policies"].setdefault(name, {})[part] = s
+            cells = (s["early"], s["right"], s["late"], s["noise-ended"], _ms(s["median_ms"]), _ms(s["p90_ms"]))
+            print(f"{name:18s} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
+    print(
+        f"\nlast speech -> end of turn over the runs that were not cut early; late: > {LATE_MS:.0f} ms; "
+        f"smart-turn {smart_turn_ms:.0f} ms per call now"
+    )
+    for name, outcomes in results.items():
+        report["policies"][name]["runs"] = [asdict(o) for o in outcomes]
+    if args.lm:
+        text = policies["smart-turn + LM"][1]
+        report["transcripts"] = {f"{n}@{s / SAMPLE_RATE:.2f}": v for (n, s), v in text.cache.items()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

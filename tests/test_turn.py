@@ -1,0 +1,259 @@
+"""Semantic end of turn (utils.turn + utils.vad) on the real recordings of tests/data/turns, real models, no mocks.
+
+The recordings come with the sample where the speaker really stopped and the pauses that were not an end
+(index.tsv, made by tests/data/turns/make.py); bench.turn pads them with room tone, as a microphone hears it.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from functools import cache
+
+import numpy as np
+import pytest
+
+from bench.turn import CHUNK, Recording, load_set
+from omni import models
+from omni.audio import FRAME, SAMPLE_RATE
+from omni.models import ModelError
+from utils.turn import SmartTurn, TurnOptions, text_end_probability
+from utils.vad import PauseDetector, PauseDetectorOptions, SileroVad, VadEvent
+
+MS = SAMPLE_RATE // 1000
+OPTIONS = TurnOptions()
+
+
+@cache
+def recordings() -> dict[str, Recording]:
+    return {rec.name: rec for rec in load_set()}
+
+
+@pytest.fixture(scope="module")
+def vad() -> SileroVad:
+    return SileroVad().load()
+
+
+@pytest.fixture(scope="module")
+def smart_turn() -> SmartTurn:
+    return SmartTurn.shared()
+
+
+def feed(detector: PauseDetector, audio: np.ndarray, chunk: int = CHUNK) -> list[VadEvent]:
+    return [e for i in range(0, len(audio), chunk) for e in detector.feed(audio[i : i + chunk], SAMPLE_RATE)]
+
+
+def end_of_turn(events: list[VadEvent]) -> VadEvent | None:
+    return next((e for e in events if e.kind == "end_of_turn"), None)
+
+
+# --- the model ---------------------------------------------------------------------------------------------
+
+
+def test_model_comes_from_the_pipecat_wheel_verified():
+    path = models.resolve("smart-turn")
+    spec = models.REGISTRY["smart-turn"]
+    assert path.name == "smart-turn-v3.2-cpu.onnx" and path.stat().st_size == 8_679_182
+    assert path.with_name(path.name + ".sha256").read_text().split()[-1] == spec.sha256
+    assert models.missing_wheels() == []  # setup.sh has nothing left to download
+
+
+def test_missing_or_damaged_model_gives_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(models, "CACHE", tmp_path / "models")
+    monkeypatch.setattr(models, "WHEELS", tmp_path / "wheels")
+    monkeypatch.delenv("OMNI_SMART_TURN_PATH", raising=False)
+    monkeypatch.delenv("OMNI_ALLOW_DOWNLOAD", raising=False)
+    with pytest.raises(ModelError, match=r"pip download --no-deps pipecat-ai==1\.14\.0") as missing:
+        models.resolve("smart-turn")
+    assert "OMNI_SMART_TURN_PATH" in str(missing.value)
+    assert models.missing_wheels() == ["pipecat-ai==1.14.0"]
+
+    # A wheel whose model is not the one we know: refused, nothing left in the cache.
+    spec = models.REGISTRY["smart-turn"]
+    spec.wheel_file.parent.mkdir(parents=True)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as wheel:
+        wheel.writestr(spec.package_files[0], b"not the model")
+    spec.wheel_file.write_bytes(buffer.getvalue())
+    with pytest.raises(ModelError, match="sha256 .* expected .* Download it again"):
+        models.resolve("smart-turn")
+    assert not (tmp_path / "models" / spec.checkpoint).exists()
+
+    with pytest.raises(ModelError, match="not found"):
+        SmartTurn().load(tmp_path / "nowhere.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    with pytest.raises(ModelError, match="not a usable onnx model"):
+        SmartTurn().load(tmp_path / "junk.onnx")
+
+
+def test_features_are_whisper_log_mel_of_the_last_8_s(smart_turn):
+    x = np.random.default_rng(0).standard_normal(10 * SAMPLE_RATE).astype(np.float32) * 0.1
+    features = smart_turn.features(x)
+    assert features.shape == (80, 800) and features.dtype == np.float32
+    assert np.array_equal(features, smart_turn.features(x[-8 * SAMPLE_RATE :]))  # only the last 8 s count
+    short = smart_turn.features(x[:SAMPLE_RATE])  # zero-padded in front: the audio is at the end
+    assert np.ptp(short[:, -100:]) > np.ptp(short[:, :600])
+
+
+def test_verdicts_on_real_speech(smart_turn):
+    """Finished utterances with 192 ms of silence after them score high; a sentence stopped on "the" scores low."""
+    sets = recordings()
+    for name in ("example1", "pi_mountain", "es_austen", "spk1_snt5"):
+        rec = sets[name]
+        assert smart_turn(rec.audio[: rec.end + 192 * MS]) > 0.9, name  # 0.93-0.99
+    canoe = sets["hu_canoe"]  # "The birch canoe slid on the | smooth planks."
+    pause_start = canoe.pauses[0][0]
+    assert smart_turn(canoe.audio[: pause_start + 192 * MS]) < OPTIONS.audio_incomplete
+
+
+# --- the policy ----------------------------------------------------------------------------------------------
+
+
+def test_policy_table():
+    o, fallback = OPTIONS, 700.0
+    done, unsure, open_ = 0.99, 0.3, 0.02  # by ear
+    # With a language model: both must agree for a fast end; the text's "unfinished" wins.
+    assert o.required_silence_ms(done, 0.5, fallback, reading=True) == o.complete_ms
+    assert o.required_silence_ms(unsure, 0.5, fallback, reading=True) == o.complete_ms
+    assert o.required_silence_ms(open_, 0.5, fallback, reading=True) == fallback
+    assert o.required_silence_ms(done, 0.001, fallback, reading=True) == o.incomplete_ms
+    assert o.required_silence_ms(done, 0.05, fallback, reading=True) == fallback
+    assert o.required_silence_ms(open_, 0.05, fallback, reading=True) == o.incomplete_ms
+    # ... and while the words are not read yet, the ear alone never ends a turn fast.
+    assert o.required_silence_ms(done, None, fallback, reading=True) == fallback
+    assert o.required_silence_ms(open_, None, fallback, reading=True) == o.incomplete_ms
+    # Without one, the ear decides (pipecat's way).
+    assert o.required_silence_ms(done, None, fallback, reading=False) == o.complete_ms
+    assert o.required_silence_ms(unsure, None, fallback, reading=False) == fallback
+    assert o.required_silence_ms(open_, None, fallback, reading=False) == o.incomplete_ms
+    with pytest.raises(ValueError):
+        TurnOptions(complete_ms=100)  # a turn cannot end before smart-turn has heard the pause
+
+
+# --- the detector on real recordings -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["pi_mountain", "es_austen", "example1", "spk1_snt5"])
+def test_a_complete_utterance_ends_fast(vad, smart_turn, name):
+    rec = recordings()[name]
+    detector = PauseDetector(PauseDetectorOptions(), vad.fork(), smart_turn=smart_turn)
+    end = end_of_turn(feed(detector, rec.audio))
+    assert end is not None and end.reason == "silence"
+    assert abs(end.sample - rec.end) <= 200 * MS  # where the speaker stopped (Silero hears it ~70 ms late)
+    # Decided after complete_ms of silence by Silero: < 600 ms after the last sound, where the 700 ms rule needs 770+.
+    assert end.detected_at - end.sample == np.ceil(OPTIONS.complete_ms * MS / FRAME) * FRAME
+    assert end.detected_at - rec.end < 600 * MS
+    # A language model that agrees changes nothing; one that is still reading holds the fast end back.
+    agreeing = PauseDetector(PauseDetectorOptions(), vad.fork(), smart_turn=smart_turn, text_end=lambda s: 0.5)
+    assert feed(agreeing, rec.audio) == feed(PauseDetector(PauseDetectorOptions(), vad.fork()), rec.audio)
+    reading = PauseDetector(PauseDetectorOptions(), vad.fork(), smart_turn=smart_turn, text_end=lambda s: None)
+    slow = end_of_turn(feed(reading, rec.audio))
+    assert slow.sample == end.sample and slow.detected_at - slow.sample >= 700 * MS
+
+
+@pytest.mark.parametrize("name", ["hu_canoe", "hu_when", "es_um_table", "pi_so_um"])
+def test_a_pause_inside_a_sentence_is_not_cut(vad, smart_turn, name):
+    """1 s after "on the", 0.8 s after "when" (human), 1.2 s after "for, um," and 1 s after "So, um," (synthetic)."""
+    rec = recordings()[name]
+    (pause,) = rec.pauses
+    assert pause[1] - pause[0] >= 700 * MS  # the 700 ms rule cuts every one of these
+    old = end_of_turn(feed(PauseDetector(PauseDetectorOptions(turn=None), vad.fork()), rec.audio))
+    assert old.sample < rec.end - 200 * MS
+    detector = PauseDetector(PauseDetectorOptions(), vad.fork(), smart_turn=smart_turn)
+    events = feed(detector, rec.audio)
+    assert [e.kind for e in events][:4] == ["speech_start", "pause", "resume", "pause"]
+    end = end_of_turn(events)
+    assert end is not None and end.sample >= rec.end - 200 * MS, detector.verdict
+
+
+def test_text_that_goes_on_keeps_a_finished_sounding_clause_open(vad, smart_turn):
+    """ "Unless the weather gets a lot better, | we should stay at home.": by ear the clause is finished (0.9)."""
+    rec = recordings()["pi_unless"]
+    (pause,) = rec.pauses
+    by_ear = feed(PauseDetector(PauseDetectorOptions(), vad.fork(), smart_turn=smart_turn), rec.audio)
+    assert end_of_turn(by_ear).sample < pause[1]  # cut in the pause
+    # The words are read a chunk after the pause began; "Unless the weather gets a lot better" goes on (0.003).
+    asked = []
+
+    def text_end(silence_start: int) -> float | None:
+        asked.append(silence_start)
+        if detector.samples_fed < silence_start + CHUNK:
+            return None
+        return 0.003 if silence_start < pause[1] else 0.54
+
+    detector = PauseDetector(PauseDetectorOptions(), vad.fork(), smart_turn=smart_turn, text_end=text_end)
+    events = feed(detector, rec.audio)
+    end = end_of_turn(events)
+    assert end.sample >= rec.end - 200 * MS and detector.verdict[1] == 0.54
+    assert {e.sample for e in events if e.kind == "pause"} == set(asked)  # asked about each pause, by its start
+
+
+@pytest.mark.parametrize("name", ["no_knocks", "no_fan_keys"])
+def test_noise_ends_nothing(vad, smart_turn, name):
+    rec = recordings()[name]
+    detector = PauseDetector(PauseDetectorOptions(), vad.fork(), smart_turn=smart_turn)
+    assert feed(detector, rec.audio) == []
+    assert not detector.started_talking and detector.verdict == (None, None)
+
+
+def test_speech_in_noise_ends_where_the_speaker_stopped(vad, smart_turn):
+    """Pink noise 15 dB under the voice, before and after it: the noise neither holds the turn nor ends it."""
+    rec = recordings()["es_weather_noisy"]
+    events = feed(PauseDetector(PauseDetectorOptions(), vad.fork(), smart_turn=smart_turn), rec.audio)
+    assert [e.kind for e in events] == ["speech_start", "pause", "end_of_turn"]
+    assert abs(end_of_turn(events).sample - rec.end) <= 200 * MS
+
+
+@pytest.mark.parametrize("name", ["hu_canoe", "pi_unless"])
+def test_same_events_whatever_the_chunking(vad, smart_turn, name):
+    """smart-turn hears the pause at the very frame its silence reaches check_ms, whatever the chunk size."""
+    audio = recordings()[name].audio
+    rng = np.random.default_rng(3)
+    cuts = np.cumsum(rng.integers(0, 3 * FRAME, len(audio) // FRAME))
+    chunkings = {"whole": [audio], "0.5 s": [audio[i : i + CHUNK] for i in range(0, len(audio), CHUNK)]}
+    chunkings["20 ms"] = [audio[i : i + 20 * MS] for i in range(0, len(audio), 20 * MS)]
+    chunkings["random"] = np.split(audio, cuts[cuts < len(audio)])  # includes empty chunks
+    results = {}
+    for label, chunks in chunkings.items():
+        detector = PauseDetector(PauseDetectorOptions(), vad.fork(), smart_turn=smart_turn)
+        results[label] = ([e for c in chunks for e in detector.feed(c, SAMPLE_RATE)], detector.verdict)
+    reference = results["whole"]
+    assert end_of_turn(reference[0]) is not None and reference[1][0] is not None
+    for label, result in results.items():
+        assert result == reference, label
+
+
+# --- the language model ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chat():
+    from omni.llm import ChatModel
+
+    return ChatModel("qwen2.5-1.5b")
+
+
+@pytest.mark.slow
+def test_text_end_probability(chat):
+    def p(words: str) -> float:
+        return chat._thread.call(text_end_probability, chat.llm, chat.prompt([], words))
+
+    finished = ["What is the capital of France?", "Can you set a timer for 10 minutes?", "Do you know any good jokes?"]
+    unfinished = [
+        "What is the capital of",
+        "At that high level,",
+        "I need to buy eggs, milk and...",
+        "Sunday is the best part of the...",
+        "If it stops raining.",
+        "So, um...",
+    ]
+    assert all(p(words) >= OPTIONS.text_complete for words in finished), [p(w) for w in finished]
+    assert all(p(words) < OPTIONS.text_incomplete for words in unfinished), [p(w) for w in unfinished]
+    # The KV cache now holds the prompt up to the words (no final marks), ready for the reply's prefix.
+    words = chat.prompt([], "So, um")
+    formatted = chat.llm.tokenize(chat._formatter(messages=words).prompt.encode(), add_bos=False, special=True)
+    held = chat.llm.n_tokens
+    assert chat.llm._input_ids.tolist() == formatted[:held] and len(formatted) - held <= 6  # the template's tail
+    assert p("So, um...") == pytest.approx(p("So, um..."), rel=0.1)  # again: one token evaluated, same answer
+    history = [{"role": "user", "content": "Hello, my name is Anna."}, {"role": "assistant", "content": "Hi Anna!"}]
+    assert chat._thread.call(text_end_probability, chat.llm, chat.prompt(history, "What is my name?")) > 0.1

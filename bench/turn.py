@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from omni.audio import SAMPLE_RATE, load_audio
-from utils.turn import SmartTurn, text_end_probability
+from utils.turn import SmartTurn, TurnOptions, text_end_probability
 from utils.vad import PauseDetector, PauseDetectorOptions, SileroVad
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -197,7 +197,8 @@ def main() -> None:
     vad, smart_turn = SileroVad().load(), SmartTurn.shared()
     policies: dict[str, tuple[PauseDetectorOptions, TextEnd | None]] = {
         "700 ms rule": (PauseDetectorOptions(turn=None), None),
-        "smart-turn": (PauseDetectorOptions(), None),
+        "smart-turn": (PauseDetectorOptions(turn=TurnOptions(ear_alone_ends_fast=True)), None),
+        "smart-turn, never fast alone": (PauseDetectorOptions(), None),
     }
     if args.lm:
         policies["smart-turn + LM"] = (PauseDetectorOptions(), TextEnd())

@@ -123,9 +123,12 @@ def test_policy_table():
     assert o.required_silence_ms(done, None, fallback, reading=True) == fallback
     assert o.required_silence_ms(open_, None, fallback, reading=True) == o.incomplete_ms
     # Without one, the ear decides (pipecat's way).
-    assert o.required_silence_ms(done, None, fallback, reading=False) == o.complete_ms
-    assert o.required_silence_ms(unsure, None, fallback, reading=False) == fallback
-    assert o.required_silence_ms(open_, None, fallback, reading=False) == o.incomplete_ms
+    assert o.required_silence_ms(done, None, fallback, reading=False) == fallback  # the ear alone: never fast...
+    assert o.required_silence_ms(open_, None, fallback, reading=False) == o.incomplete_ms  # ...but keeps it open
+    ear = TurnOptions(ear_alone_ends_fast=True)  # pipecat's way
+    assert ear.required_silence_ms(done, None, fallback, reading=False) == ear.complete_ms
+    assert ear.required_silence_ms(unsure, None, fallback, reading=False) == fallback
+    assert ear.required_silence_ms(open_, None, fallback, reading=False) == ear.incomplete_ms
     with pytest.raises(ValueError):
         TurnOptions(complete_ms=100)  # a turn cannot end before smart-turn has heard the pause
 
@@ -136,7 +139,8 @@ def test_policy_table():
 @pytest.mark.parametrize("name", ["pi_mountain", "es_austen", "example1", "spk1_snt5"])
 def test_a_complete_utterance_ends_fast(vad, smart_turn, name):
     rec = recordings()[name]
-    detector = PauseDetector(PauseDetectorOptions(), vad.fork(), smart_turn=smart_turn)
+    by_ear = PauseDetectorOptions(turn=TurnOptions(ear_alone_ends_fast=True))
+    detector = PauseDetector(by_ear, vad.fork(), smart_turn=smart_turn)
     end = end_of_turn(feed(detector, rec.audio))
     assert end is not None and end.reason == "silence"
     assert abs(end.sample - rec.end) <= 200 * MS  # where the speaker stopped (Silero hears it ~70 ms late)
@@ -145,7 +149,7 @@ def test_a_complete_utterance_ends_fast(vad, smart_turn, name):
     assert end.detected_at - rec.end < 600 * MS
     # A language model that agrees changes nothing; one that is still reading holds the fast end back.
     agreeing = PauseDetector(PauseDetectorOptions(), vad.fork(), smart_turn=smart_turn, text_end=lambda s: 0.5)
-    assert feed(agreeing, rec.audio) == feed(PauseDetector(PauseDetectorOptions(), vad.fork()), rec.audio)
+    assert feed(agreeing, rec.audio) == feed(PauseDetector(by_ear, vad.fork()), rec.audio)
     reading = PauseDetector(PauseDetectorOptions(), vad.fork(), smart_turn=smart_turn, text_end=lambda s: None)
     slow = end_of_turn(feed(reading, rec.audio))
     assert slow.sample == end.sample and slow.detected_at - slow.sample >= 700 * MS
@@ -170,8 +174,11 @@ def test_text_that_goes_on_keeps_a_finished_sounding_clause_open(vad, smart_turn
     """ "Unless the weather gets a lot better, | we should stay at home.": by ear the clause is finished (0.9)."""
     rec = recordings()["pi_unless"]
     (pause,) = rec.pauses
-    by_ear = feed(PauseDetector(PauseDetectorOptions(), vad.fork(), smart_turn=smart_turn), rec.audio)
-    assert end_of_turn(by_ear).sample < pause[1]  # cut in the pause
+    ear_alone = PauseDetectorOptions(turn=TurnOptions(ear_alone_ends_fast=True))
+    by_ear = feed(PauseDetector(ear_alone, vad.fork(), smart_turn=smart_turn), rec.audio)
+    assert end_of_turn(by_ear).sample < pause[1]  # cut in the pause (hence the ear alone never ends a turn fast)
+    by_default = feed(PauseDetector(PauseDetectorOptions(), vad.fork(), smart_turn=smart_turn), rec.audio)
+    assert end_of_turn(by_default).sample >= rec.end - 200 * MS
     # The words are read a chunk after the pause began; "Unless the weather gets a lot better" goes on (0.003).
     asked = []
 

@@ -194,6 +194,10 @@ class TurnOptions:
     text_complete: float = 0.1
     text_incomplete: float = 0.05
     context_ms: float = 500.0  # audio before the phrase that smart-turn hears (pipecat's pre_speech_ms)
+    # Without a language model reading the words, may the ear alone end a turn fast (pipecat's way)? Not by
+    # default: by ear alone 32 of 108 pause runs ended early ("Hello, | my name is Anna" lost its second half in
+    # the app). Without it the ear only keeps a turn open longer (unfinished by ear: `incomplete_ms`).
+    ear_alone_ends_fast: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.check_ms <= self.complete_ms <= self.incomplete_ms:
@@ -209,12 +213,13 @@ class TurnOptions:
 
         With a text: finished by the text and the ear does not object -> `complete_ms`; unfinished by the text,
         or unsure text and unfinished by ear -> `incomplete_ms`; else FALLBACK_MS. Without one (pipecat's way):
-        finished by ear -> `complete_ms`, unfinished -> `incomplete_ms`, else FALLBACK_MS. While the text is still
+        finished by ear -> `complete_ms` (with `ear_alone_ends_fast`), unfinished -> `incomplete_ms`, else
+        FALLBACK_MS. While the text is still
         to come, the ear alone never ends a turn fast: FALLBACK_MS, or `incomplete_ms` if it hears "unfinished".
         """
         unfinished_by_ear = audio < self.audio_incomplete
         if text is None:
-            if not reading and audio >= self.audio_complete:
+            if not reading and self.ear_alone_ends_fast and audio >= self.audio_complete:
                 return self.complete_ms
             return self.incomplete_ms if unfinished_by_ear else fallback_ms
         if text < self.text_incomplete or (text < self.text_complete and unfinished_by_ear):

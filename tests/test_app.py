@@ -137,7 +137,7 @@ def test_full_duplex_barge_in_marks_the_reply(chat, say, recordings):
         barged = barged if barged is not None else (barged_in if isinstance(barged_in, float) else None)
     assert barged is not None
     rest = list(replies)
-    assistant = rest[-1][1][-1]
+    assistant = rest[-1][0][-1]
     assert assistant["content"][0].endswith("<sub>(interrupted)</sub>")
     chat_messages, state = chat.on_heard(1.0, state)
     assert "(interrupted)" in chat_messages[-1]["content"][0]

@@ -166,15 +166,17 @@ class ChatModel:
         self.llm.eval(tokens)
         self._logits_of = (slot, self.llm.n_tokens)
 
-    def _next_token(self, slot: ChatSlot, sampler, previous: int | None) -> int:
-        """Evaluate PREVIOUS (the token sampled last) and sample the next one."""
+    def _next_token(self, slot: ChatSlot, sampler, tokens: list[int]) -> int:
+        """Bring SLOT's cache to TOKENS (the prompt and the reply so far) and sample the next token.
+
+        Normally only the token sampled last is evaluated. But another generation on the same slot may have run in
+        between (a speculative answer that was cancelled but not yet closed, or listening ahead): then the cache is
+        brought back to TOKENS from where they agree, never continued from someone else's tokens."""
         self._use(slot)
-        if previous is not None:
-            self._eval(slot, [previous])
-        elif self._logits_of != (slot, self.llm.n_tokens):  # the prompt was cached, or another slot ran since
-            last = int(self.llm.input_ids[self.llm.n_tokens - 1])
-            self.llm.n_tokens -= 1
-            self._eval(slot, [last])
+        cached = self.llm.longest_token_prefix(self.llm.input_ids[: self.llm.n_tokens].tolist(), tokens)
+        if cached < len(tokens) or self._logits_of != (slot, len(tokens)):
+            self.llm.n_tokens = min(cached, len(tokens) - 1)
+            self._eval(slot, tokens[self.llm.n_tokens :])
         return sampler.sample(self.llm._ctx, -1)
 
     def forget(self, slot: ChatSlot) -> None:
@@ -187,14 +189,22 @@ class ChatModel:
 
     def _eval_steps(self, slot: ChatSlot, tokens: list[int]) -> Iterator[int]:
         """Bring SLOT's cache to TOKENS, reusing the longest cached prefix; each step evaluates up to EVAL_STEP
-        tokens and yields how many."""
-        self._thread.call(self._use, slot)
+        tokens and yields how many. The prefix is found again at every step: another generation on the same slot
+        may have run in between."""
+        while True:
+            done = self._thread.call(self._eval_next, slot, tokens)
+            if not done:
+                return
+            yield done
+
+    def _eval_next(self, slot: ChatSlot, tokens: list[int]) -> int:
+        self._use(slot)
         cached = self.llm.longest_token_prefix(self.llm.input_ids[: self.llm.n_tokens].tolist(), tokens)
         self.llm.n_tokens = cached  # eval drops whatever the cache held after this
-        for i in range(cached, len(tokens), EVAL_STEP):
-            batch = tokens[i : i + EVAL_STEP]
-            self._thread.call(self._eval, slot, batch)
-            yield len(batch)
+        batch = tokens[cached : cached + EVAL_STEP]
+        if batch:
+            self._eval(slot, batch)
+        return len(batch)
 
     def prefill_steps(self, history: Sequence[Message], user_text: str, slot: ChatSlot | None = None) -> Iterator[int]:
         """Evaluate the prompt for answering USER_TEXT into SLOT's cache, without answering yet; each step yields
@@ -214,17 +224,19 @@ class ChatModel:
 
         Closing the generator stops the work at once."""
         slot = slot or self.default_slot
-        for _ in self._eval_steps(slot, self._tokens(history, user_text)):
+        prompt = self._tokens(history, user_text)
+        for _ in self._eval_steps(slot, prompt):
             yield ""
         o = self.options
         # Sampling as create_chat_completion did it (top-k 40, min-p 0.05, seed 0).
         sampler = self.llm._init_sampler(top_k=40, top_p=o.top_p, min_p=0.05, temp=o.temperature)
         text = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        token = None
+        tokens = list(prompt)
         for _ in range(o.max_tokens):
-            token = self._thread.call(self._next_token, slot, sampler, token)
+            token = self._thread.call(self._next_token, slot, sampler, tokens)
             if llama_cpp.llama_vocab_is_eog(self._vocab, token):
                 return
+            tokens.append(token)
             yield text.decode(self.llm._model.detokenize([token]))
 
     def warm_up(self) -> None:

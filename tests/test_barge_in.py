@@ -113,7 +113,8 @@ def test_a_held_reply_makes_nothing_until_it_is_resumed(duplex, say):
     duplex.hold(seconds=0.5)  # never released (the browser went away): it goes on by itself
     made = len(listener.chunks)
     time.sleep(1.5)
-    assert len(listener.chunks) > made + 1
+    finished = any(chunk.turn for chunk in listener.chunks)  # greedy replies are short: it may have ended
+    assert len(listener.chunks) > made + 1 or finished
     duplex.cancel()
     assert story.join(timeout=1.0)
 

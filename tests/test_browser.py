@@ -166,8 +166,10 @@ def audio_players(page, role: str) -> int:
 
 
 def audio_urls(page, role: str) -> list[str]:
-    """The URLs of the recordings in the chat (their download links)."""
-    return page.evaluate(f"() => [...document.querySelectorAll('[data-testid={role}] a[download]')].map(a => a.href)")
+    """The URLs of the recordings in the chat (their download links): the user's turns or the replies."""
+    suffix = "-user.wav" if role == "user" else "-reply.mp3"
+    links = page.evaluate("() => [...new Set([...document.querySelectorAll('a[download]')].map(a => a.href))]")
+    return [url for url in links if "/omni/media/" in url and url.endswith(suffix)]
 
 
 def test_hands_free_half_duplex(browser_page):

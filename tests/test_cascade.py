@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from omni.audio import SAMPLE_RATE, prepare
+from omni.llm import ChatSlot
 from omni.speech_model import NoSpeechError, SpeechModel
 from tests.conftest import collect
 
@@ -154,3 +155,19 @@ def test_two_conversations_keep_their_own_caches(cascade, say):
     assert "eight" in texts[1].lower() or "8" in texts[1], texts
     anna.close()
     bob.close()
+
+
+def test_two_generations_on_one_cache_never_mix(cascade):
+    """A speculative answer cancelled but not yet closed may take one more step on its conversation's cache while
+    the next answer is written there: each must go on from its own tokens, not from the other's."""
+    slot = ChatSlot()
+    france = cascade.llm.stream([], "What is the capital of France?", slot)
+    spider = cascade.llm.stream([], "How many legs does a spider have?", slot)
+    texts = ["", ""]
+    for a, b in zip(france, spider):
+        texts[0] += a
+        texts[1] += b
+    texts[0] += "".join(france)
+    texts[1] += "".join(spider)
+    assert "paris" in texts[0].lower(), texts
+    assert "eight" in texts[1].lower() or "8" in texts[1], texts

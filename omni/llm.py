@@ -189,22 +189,24 @@ class ChatModel:
 
     def _eval_steps(self, slot: ChatSlot, tokens: list[int]) -> Iterator[int]:
         """Bring SLOT's cache to TOKENS, reusing the longest cached prefix; each step evaluates up to EVAL_STEP
-        tokens and yields how many. The prefix is found again at every step: another generation on the same slot
-        may have run in between."""
-        while True:
-            done = self._thread.call(self._eval_next, slot, tokens)
-            if not done:
-                return
-            yield done
+        new tokens and yields how many. The prefix is found again at every step (another generation on the same
+        slot may have run in between); what that undid is evaluated again in the same step, so progress is never
+        lost twice over."""
+        reached = 0
+        while reached < len(tokens):
+            reached, evaluated = self._thread.call(self._eval_next, slot, tokens, reached)
+            yield evaluated
 
-    def _eval_next(self, slot: ChatSlot, tokens: list[int]) -> int:
+    def _eval_next(self, slot: ChatSlot, tokens: list[int], reached: int) -> tuple[int, int]:
+        """Evaluate TOKENS up to EVAL_STEP past REACHED (and whatever of them the cache lost); returns how far the
+        cache now holds them, and how many were evaluated."""
         self._use(slot)
         cached = self.llm.longest_token_prefix(self.llm.input_ids[: self.llm.n_tokens].tolist(), tokens)
         self.llm.n_tokens = cached  # eval drops whatever the cache held after this
-        batch = tokens[cached : cached + EVAL_STEP]
-        if batch:
-            self._eval(slot, batch)
-        return len(batch)
+        end = min(len(tokens), max(reached, cached) + EVAL_STEP)
+        if end > cached:
+            self._eval(slot, tokens[cached:end])
+        return end, end - cached
 
     def prefill_steps(self, history: Sequence[Message], user_text: str, slot: ChatSlot | None = None) -> Iterator[int]:
         """Evaluate the prompt for answering USER_TEXT into SLOT's cache, without answering yet; each step yields

@@ -32,13 +32,13 @@ class LiveReply:
         self._mp3 = Mp3Stream(sample_rate)
         self._chunks: list[bytes] = []
         self._encoded = self._closed = False
-        self._changed = threading.Lock()
+        self._lock = threading.Lock()
         self._wakers: list = []  # for each reader: wakes its event loop when bytes come (from the reply's thread)
 
     @property
     def data(self) -> bytes:
         """Everything written so far (the whole reply once it is closed): the Chatbot keeps it as the reply's file."""
-        with self._changed:
+        with self._lock:
             return b"".join(self._chunks)
 
     def _wake(self) -> None:
@@ -54,13 +54,13 @@ class LiveReply:
         if not self._closed:
             if self._encoded:  # lameenc refuses to flush an encoder that never encoded
                 self._put(self._mp3.flush())
-            with self._changed:
+            with self._lock:
                 self._closed = True
                 self._wake()
 
     def _put(self, data: bytes) -> None:
         if data:
-            with self._changed:
+            with self._lock:
                 self._chunks.append(data)
                 self._wake()
 
@@ -70,11 +70,11 @@ class LiveReply:
         The reply's thread wakes this coroutine's event loop directly (no thread of the loop's pool polling: under
         load, that added 300-500 ms before the first bytes)."""
         loop, written = asyncio.get_running_loop(), asyncio.Event()
-        with self._changed:
+        with self._lock:
             self._wakers.append(lambda: loop.call_soon_threadsafe(written.set))
         sent = 0
         while True:
-            with self._changed:
+            with self._lock:
                 chunks, closed = self._chunks[sent:], self._closed
             for chunk in chunks:
                 yield chunk

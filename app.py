@@ -30,21 +30,22 @@ DATA = ROOT / ".cache"
 # Gradio's own files (uploads, streamed segments) stay inside the project's data folder too.
 os.environ.setdefault("GRADIO_TEMP_DIR", str(DATA / "gradio"))
 
-import gradio as gr  # noqa: E402 - after GRADIO_TEMP_DIR is set
-import uvicorn  # noqa: E402
-from fastapi import FastAPI  # noqa: E402
-from gradio.route_utils import get_root_url  # noqa: E402
+# Imported after GRADIO_TEMP_DIR is set (above).
+import gradio as gr
+import uvicorn
+from fastapi import FastAPI
+from gradio.route_utils import get_root_url
 
-from omni import NoSpeechError, SpeechModel, add_model_arguments, load_speech_model, use_model_arguments  # noqa: E402
-from omni.audio import SAMPLE_RATE, to_int16  # noqa: E402
-from omni.conversation import Conversation, ConversationOptions  # noqa: E402
-from omni.live import LiveReplies, LiveReply  # noqa: E402
-from omni.media import MediaStore, OwnerCookie, new_id, owner_of  # noqa: E402
-from omni.models import ModelError  # noqa: E402
-from omni.wav import write_wav  # noqa: E402
-from utils.vad import PauseDetectorOptions, SileroVad  # noqa: E402
-from web import page  # noqa: E402
-from web.page import HOLD, INTERRUPT, MIC, PLAYED, REPLY, RESUME  # noqa: E402
+from omni import NoSpeechError, SpeechModel, add_model_arguments, load_speech_model, use_model_arguments
+from omni.audio import SAMPLE_RATE, to_int16
+from omni.conversation import Conversation, ConversationOptions
+from omni.live import LiveReplies, LiveReply
+from omni.media import MediaStore, OwnerCookie, new_id, owner_of
+from omni.models import ModelError
+from omni.wav import write_wav
+from utils.vad import PauseDetectorOptions, SileroVad
+from web import page
+from web.page import HOLD, INTERRUPT, MIC, PLAYED, REPLY, RESUME
 
 log = logging.getLogger("app")
 RECORDINGS = DATA / "recordings"  # every turn's audio, one folder per browser and session (omni/media.py)
@@ -257,7 +258,7 @@ class VoiceChat:
             gr.Info("No words heard. I'm still listening.")
             yield state.chat, state, self.listen_again(state)  # nothing will play
             return
-        except Exception as e:  # noqa: BLE001 - a failed turn is reported; the conversation goes on
+        except Exception as e:  # a failed turn is reported; the conversation goes on
             log.exception("the reply failed")
             gr.Warning(f"The reply failed: {e}")
             if not spoken:

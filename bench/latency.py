@@ -153,7 +153,7 @@ def run_baseline_turn(model: Cascade, conversation: Conversation, audio: np.ndar
 
 def summary(results: list[TurnResult], key: str) -> dict[str, float]:
     values = sorted(getattr(r, key) for r in results)
-    p90 = values[min(len(values) - 1, int(round(0.9 * (len(values) - 1))))]
+    p90 = values[min(len(values) - 1, round(0.9 * (len(values) - 1)))]
     return {"median": round(statistics.median(values), 1), "p90": round(p90, 1)}
 
 

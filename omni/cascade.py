@@ -101,7 +101,7 @@ class Cascade:
         options: CascadeOptions | None = None,
         asr_options: AsrOptions | None = None,
         llm_options: LlmOptions | None = None,
-    ) -> "Cascade":
+    ) -> Cascade:
         from omni.remote import chat_model_from_env, speaker_from_env, transcriber_from_env  # OMNI_*_URL
 
         options = options or CascadeOptions()
@@ -124,7 +124,7 @@ class Cascade:
             pass
         release_freed_memory()
 
-    def session(self) -> "CascadeSession":
+    def session(self) -> CascadeSession:
         return CascadeSession(self)
 
     def listen(
@@ -147,7 +147,7 @@ class CascadeSession:
         self.phrases: list[Phrase] = []  # the latest turn heard, phrase by phrase
         self.slot = ChatSlot()
 
-    def session(self) -> "CascadeSession":
+    def session(self) -> CascadeSession:
         return self
 
     @property
@@ -194,7 +194,7 @@ class CascadeSession:
     ) -> None:
         """Transcribe the turn so far and evaluate the prompt that answers it: if the user stops here, `respond`
         finds both done and starts writing at once; if they go on, it reuses the prompt up to the new words."""
-        listening = lambda: LISTENING  # noqa: E731 - ahead of replies with more than a second in hand
+        listening = lambda: LISTENING  # ahead of replies with more than a second in hand
         transcript = run(self._transcribe_turn(audio, sample_rate, breaks, listening))
         steps = self.cascade.llm.prefill_steps(history, transcript, self.slot)
         while run(self._llm_step(lambda: next(steps, _DONE), listening)) is not _DONE:

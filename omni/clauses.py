@@ -9,7 +9,11 @@ _CLAUSE_END = re.compile(r"[,;:\u2014]\s")
 # Words a spoken phrase naturally starts with: a first sentence with no comma is cut before one of them
 # ("The birch canoe slid smoothly | on the smooth planks.") so its first half is heard while the rest is written.
 _PHRASE_STARTS = frozenset(
-    "and or but so because on in at with for to from of about like is are was were could would should can will".split()
+    [
+        *("and", "or", "but", "so", "because"),
+        *("on", "in", "at", "with", "for", "to", "from", "of", "about", "like"),
+        *("is", "are", "was", "were", "could", "would", "should", "can", "will"),
+    ]
 )
 
 

@@ -65,7 +65,7 @@ class SpeechModel(Protocol):
     name: str
     sample_rate: int  # of the reply audio
 
-    def session(self) -> "SpeechModel":
+    def session(self) -> SpeechModel:
         """The model for one conversation: what it keeps between turns (caches) is that conversation's own.
 
         Returning self is correct for a model that keeps nothing between calls."""

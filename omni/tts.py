@@ -46,7 +46,7 @@ class Speaker:
         self.name = model_path.stem
 
     @classmethod
-    def load(cls, key: str = "piper-joe") -> "Speaker":
+    def load(cls, key: str = "piper-joe") -> Speaker:
         return cls(resolve(key))
 
     def synthesize(self, text: str) -> Iterator[np.ndarray]:

@@ -22,10 +22,10 @@ LOUD = 0.3  # amplitude of the fake "speech": a tone
 class LoudnessVad(SileroVad):
     """A VAD whose speech probability is 1 for a loud frame and 0 for a quiet one (RMS above 0.05)."""
 
-    def load(self, path=None) -> "LoudnessVad":
+    def load(self, path=None) -> LoudnessVad:
         return self
 
-    def fork(self) -> "LoudnessVad":
+    def fork(self) -> LoudnessVad:
         return LoudnessVad()
 
     def __call__(self, frame: np.ndarray) -> float:
@@ -67,7 +67,7 @@ class ScriptedModel:
     running: int = 0  # replies being generated right now
     waiting: int = 0  # what `CascadeSession.waiting` would say: this conversation's place in line for the model
 
-    def session(self) -> "ScriptedModel":
+    def session(self) -> ScriptedModel:
         return self
 
     def listen(self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()) -> None:

@@ -118,7 +118,7 @@ def sinusoids(length: int, channels: int) -> torch.Tensor:
 def lit_model_state_dict(config: MiniOmniConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
     state_dict = {}
     for key, shape in released_state_dict_shapes(config).items():
-        if key.endswith("norm_1.weight") or key.endswith("norm_2.weight") or key == "transformer.ln_f.weight":
+        if key.endswith(("norm_1.weight", "norm_2.weight")) or key == "transformer.ln_f.weight":
             state_dict[key] = torch.ones(shape)
         else:
             state_dict[key] = torch.randn(shape, generator=generator) * 0.5

@@ -40,7 +40,7 @@ def speak_turn(chat: VoiceChat, state: AppState, audio: np.ndarray) -> int | Non
 def run_reply(chat: VoiceChat, state: AppState) -> dict:
     """Run the reply handler; "audio" is the mp3 its live stream sent to the page."""
     out = {"audio": b"", "signals": [], "url": state.live.url if state.live else None}  # opened by the end of turn
-    for chat_messages, state, listen_again in chat.respond(state):
+    for chat_messages, _state, listen_again in chat.respond(state):
         out["chat"] = chat_messages
         if isinstance(listen_again, float):
             out["signals"].append(listen_again)

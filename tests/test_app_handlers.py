@@ -65,7 +65,7 @@ def test_a_third_session_is_told_to_come_back_later(tmp_path):
     speak(chat, first, speech(0.5))
     speak(chat, second, speech(0.5))
     with pytest.warns(UserWarning, match="try again in a minute"):
-        _, ended, mic_off, _, _ = chat.on_chunk((BROWSER_RATE, np.zeros(24000, np.int16)), third)
+        _, _ended, mic_off, _, _ = chat.on_chunk((BROWSER_RATE, np.zeros(24000, np.int16)), third)
     assert isinstance(mic_off, float) and third.conversation is None  # the microphone goes off, nothing heard
     chat.forget(first)  # the first one closed the page: room again
     _, _, mic_off, _, _ = chat.on_chunk((BROWSER_RATE, np.zeros(24000, np.int16)), third)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 
 import av
 import numpy as np
@@ -59,7 +60,7 @@ def test_mp3_stream_has_no_seams():
     sine = (0.5 * np.sin(2 * np.pi * 220 * t) * 32767).astype(np.int16)
     whole = b"".join(encode_stream([sine], rate))
     cuts = [0, 100, 1337, 5000, 5001, 20000, len(sine)]
-    chunked = b"".join(encode_stream([sine[a:b] for a, b in zip(cuts, cuts[1:])], rate))
+    chunked = b"".join(encode_stream([sine[a:b] for a, b in itertools.pairwise(cuts)], rate))
     assert chunked == whole
 
     with av.open(io.BytesIO(chunked)) as container:
@@ -82,7 +83,7 @@ def test_mp3_stream_rejects_float():
 def test_first_clause_is_released_early_then_whole_sentences():
     splitter = ClauseSplitter(first_clause_words=3)
     pieces = []
-    for token in "Sure thing, Anna, the capital of France is Paris. It is lovely in spring, they say. Bye".split(" "):
+    for token in ["Sure", "thing,", "Anna,", "the", "capital", "of", "France", "is", "Paris.", "It", "is", "lovely", "in", "spring,", "they", "say.", "Bye"]:
         pieces += splitter.push(token + " ")
     pieces += splitter.flush()
     assert pieces == ["Sure thing, Anna,", "the capital of France is Paris.", "It is lovely in spring, they say.", "Bye"]
@@ -91,7 +92,7 @@ def test_first_clause_is_released_early_then_whole_sentences():
 def test_long_first_sentence_is_cut_before_a_phrase():
     splitter = ClauseSplitter(first_clause_words=3, first_phrase_words=5)
     pieces = []
-    for token in "The birch canoe slid smoothly on the smooth planks. It was made of wood and it was light.".split(" "):
+    for token in ["The", "birch", "canoe", "slid", "smoothly", "on", "the", "smooth", "planks.", "It", "was", "made", "of", "wood", "and", "it", "was", "light."]:
         pieces += splitter.push(token + " ")
     pieces += splitter.flush()
     # Only the first sentence is cut; "and" in the second one is left alone.

@@ -63,7 +63,7 @@ def test_barge_in_stops_the_reply_and_keeps_what_was_heard(duplex, cascade, say,
     time.sleep(1.0)  # the user hears a second of the story, then talks over it
 
     interruption, text = recordings["spk1_snt1.wav"]
-    events, detected_at = talk_over(duplex, np.concatenate([interruption, np.zeros(SAMPLE_RATE, np.float32)]))
+    _events, detected_at = talk_over(duplex, np.concatenate([interruption, np.zeros(SAMPLE_RATE, np.float32)]))
     assert detected_at is not None and duplex.interruptions == 1
     assert story.join(timeout=0.1), "the language model kept generating a dead reply"
     listener.join(timeout=0.1)

@@ -83,7 +83,7 @@ def server():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = open(ARTIFACTS / "app.log", "w")
+    log = open(ARTIFACTS / "app.log", "w")  # noqa: SIM115 - the server writes to it until the fixture ends
     process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
@@ -233,7 +233,7 @@ def test_barge_in_full_duplex(browser_page):
     print(f"noise burst -> playback held after {held_at:.0f} ms, resumed")
 
     onset_ms = mic_start + talk_over_at * 1000
-    stopped = lambda: page.evaluate(f"() => window.__pauses.find(t => t > {onset_ms})")  # noqa: E731
+    stopped = lambda: page.evaluate(f"() => window.__pauses.find(t => t > {onset_ms})")
     stopped_after_ms = wait_for(stopped, 20, "playback to stop when the user talks over it") - onset_ms
     wait_for(lambda: page.evaluate("() => window.omniBargeIn.confirmedAt"), 10, "the server to confirm the barge-in")
     confirmed_after_ms = page.evaluate("() => window.omniBargeIn.confirmedAt") - onset_ms
@@ -257,7 +257,7 @@ def test_barge_in_full_duplex(browser_page):
 )
 def test_stop_during_a_hold_stays_stopped(browser_page):
     """A loud sound holds the reply; Stop conversation then ends it for good: the hold's timer must not resume it."""
-    dragon = load_audio(QUESTIONS / "dragon.wav")
+    load_audio(QUESTIONS / "dragon.wav")
     noise = np.random.default_rng(1).normal(0, 0.1, int(0.35 * SAMPLE_RATE))
     page = browser_page([clip(1.5, "dragon", 7.0, noise, 30.0)])
     page.click("#mic .record-button")

@@ -63,7 +63,7 @@ def test_only_the_owner_can_fetch_a_recording(tmp_path):
 
 
 def test_clear_and_retention_delete_recordings(tmp_path):
-    client, media = server(tmp_path)
+    _client, media = server(tmp_path)
     old = media.folder("owner-aaaaaaaa", "old-session")
     (old / "turn-001-user.wav").write_bytes(b"x")
     week_ago = time.time() - 8 * 86400

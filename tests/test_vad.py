@@ -7,6 +7,7 @@ boundaries are known (from an energy envelope) and the detector's answers can be
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import re
 import wave
 from functools import cache
@@ -165,7 +166,7 @@ def test_short_gap_between_sentences_is_one_turn(model):
     assert abs(start.sample - 500 * MS) <= TOL
     assert end.reason == "silence" and end.sample > s2  # the turn did not end in the 300 ms gap
     assert abs(end.sample - end2) <= TOL
-    assert all(a.sample <= b.sample and a.detected_at <= b.detected_at for a, b in zip(evs, evs[1:]))
+    assert all(a.sample <= b.sample and a.detected_at <= b.detected_at for a, b in itertools.pairwise(evs))
     assert det.started_talking and det.turn_ended
     assert (det.speech_start, det.speech_end) == (start.sample, end.sample)
 

@@ -88,7 +88,7 @@ class MiniOmni:
     def device(self) -> torch.device:
         return self.gpt.lm_head.weight.device
 
-    def session(self) -> "MiniOmni":
+    def session(self) -> MiniOmni:
         return self  # it keeps nothing between turns
 
     def listen(

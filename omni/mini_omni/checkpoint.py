@@ -92,7 +92,7 @@ def check_shapes(state_dict: dict[str, torch.Tensor], expected: dict[str, tuple[
 def load_tensors(path: Path, mmap: bool = False) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:  # a truncated download, an HTML error page saved as .pth, ...
+    except Exception as e:  # noqa: BLE001 - a truncated download, an HTML error page saved as .pth, ...
         raise CheckpointMismatchError(f"{path} is not a readable torch checkpoint: {e}") from None
 
 
@@ -155,5 +155,5 @@ def load_tokenizer(checkpoint_dir: Path) -> Tokenizer:
     path = checkpoint_dir / "tokenizer.json"
     try:
         return Tokenizer.from_file(str(path))
-    except Exception as e:  # tokenizers raises its own exception type for unreadable files
+    except Exception as e:  # noqa: BLE001 - tokenizers raises its own exception type for unreadable files
         raise CheckpointMismatchError(f"{path} is not a tokenizers file: {e}") from None

@@ -301,11 +301,11 @@ class MiniOmniGPT(nn.Module):
         self.whisper_adapter = SwiGLU(config.whisper_adapter_dim, config.intermediate_size, config.n_embd, config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=config.lm_head_bias)
         self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
-                h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
-                ln_f=RMSNorm(config.n_embd, config.norm_eps),
-            )
+            {
+                "wte": nn.Embedding(config.padded_vocab_size, config.n_embd),
+                "h": nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
+                "ln_f": RMSNorm(config.n_embd, config.norm_eps),
+            }
         )
         self.tie_weights()
         # Explicit CPU device: the model may be built on the meta device, rope tables are never loaded.

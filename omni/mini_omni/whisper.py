@@ -22,12 +22,12 @@ class EncoderBlock(nn.Module):
     def __init__(self, n_state: int, n_head: int) -> None:
         super().__init__()
         self.attn = nn.ModuleDict(
-            dict(
-                query=nn.Linear(n_state, n_state),
-                key=nn.Linear(n_state, n_state, bias=False),
-                value=nn.Linear(n_state, n_state),
-                out=nn.Linear(n_state, n_state),
-            )
+            {
+                "query": nn.Linear(n_state, n_state),
+                "key": nn.Linear(n_state, n_state, bias=False),
+                "value": nn.Linear(n_state, n_state),
+                "out": nn.Linear(n_state, n_state),
+            }
         )
         self.attn_ln = nn.LayerNorm(n_state)
         self.mlp = nn.Sequential(nn.Linear(n_state, 4 * n_state), nn.GELU(), nn.Linear(4 * n_state, n_state))

@@ -162,6 +162,10 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def new_conversation_id() -> str:
+    return secrets.token_urlsafe(16)  # 128 random bits: unguessable
+
+
 def _owner_hash(owner: str) -> str:
     if not owner:
         raise ValueError("owner must be a non-empty id")
@@ -232,12 +236,13 @@ class Store:
 
     # -- conversations -----------------------------------------------------------------------------------------
 
-    def create_conversation(self, owner: str, title: str | None = None) -> ConversationRecord:
-        now = utcnow()
-        record = ConversationRecord(secrets.token_urlsafe(16), title, now, now)  # 128 random bits: unguessable
+    def create_conversation(
+        self, owner: str, title: str | None = None, conversation_id: str | None = None
+    ) -> ConversationRecord:
+        """A new, empty conversation. CONVERSATION_ID lets the caller choose its id (the app names a conversation's
+        recordings folder after it before its first turn is written); by default 128 random bits."""
         with self._transaction(write=True) as conn:
-            conn.execute(insert(conversations).values(owner=_owner_hash(owner), **asdict(record)))
-        return record
+            return self._insert_conversation(conn, owner, conversation_id or new_conversation_id(), title)
 
     def conversations(self, owner: str) -> list[ConversationRecord]:
         """OWNER's conversations, the most recently used first."""
@@ -275,6 +280,11 @@ class Store:
         # Files go after the commit: a crash in between leaves stray files, never turns that point at nothing.
         self._remove_files(files)
 
+    def conversation_ids(self) -> set[str]:
+        """Every owner's conversation ids (retention of the recordings keeps the folders named after them)."""
+        with self._transaction() as conn:
+            return set(conn.execute(select(conversations.c.id)).scalars())
+
     def delete_older_than(self, days: float | None = None) -> int:
         """Retention: delete every conversation untouched for DAYS (default: options.retention_days) and its
         audio files. Returns how many conversations went."""
@@ -288,13 +298,18 @@ class Store:
 
     # -- turns -------------------------------------------------------------------------------------------------
 
-    def add_turn(self, conversation_id: str, owner: str, turn: TurnRecord) -> TurnRecord:
-        """Append TURN in one transaction (all of it or none of it); returns it with its index and time."""
+    def add_turn(self, conversation_id: str, owner: str, turn: TurnRecord, create: bool = False) -> TurnRecord:
+        """Append TURN in one transaction (all of it or none of it); returns it with its index and time.
+
+        With CREATE, the conversation is new: it is created with this id in the same transaction, so that a crash
+        never leaves an empty conversation behind (an id already taken fails, as StoreError)."""
         for path in (turn.user_audio, turn.reply_audio):
             if path is not None:
                 self._media_file(path)  # refuse a path outside the media root before anything is written
         now = utcnow()
         with self._transaction(write=True) as conn:
+            if create:
+                self._insert_conversation(conn, owner, conversation_id, None, now)
             # One statement checks the owner, locks the conversation row (so two writers get distinct indexes),
             # counts the turn and names an untitled conversation.
             index = conn.execute(
@@ -312,6 +327,19 @@ class Store:
             stored = replace(turn, index=index, created_at=now)
             conn.execute(insert(turns).values(conversation_id=conversation_id, **asdict(stored)))
         return stored
+
+    def cut_turn(self, conversation_id: str, owner: str, index: int, reply_text: str) -> None:
+        """The user talked over the reply of turn INDEX: keep REPLY_TEXT, the words they heard, and mark it
+        interrupted (a reply is often cut while it plays, after its turn was written)."""
+        with self._transaction(write=True) as conn:
+            self._owned(conn, conversation_id, owner)
+            cut = (
+                update(turns)
+                .where(turns.c.conversation_id == conversation_id, turns.c.index == index)
+                .values(reply_text=reply_text, interrupted=True)
+            )
+            if conn.execute(cut).rowcount != 1:
+                raise NotFound(f"{conversation_id} turn {index}")
 
     def turns(self, conversation_id: str, owner: str) -> list[TurnRecord]:
         """The conversation's turns in order; NotFound if OWNER has no such conversation."""
@@ -401,6 +429,14 @@ class Store:
                     message = f"the conversation database {self.where}: migration {number} failed: {_detail(error)}"
                     raise StoreError(message) from error
                 conn.execute(insert(schema_version).values(version=number, applied_at=utcnow()))
+
+    def _insert_conversation(
+        self, conn: Connection, owner: str, conversation_id: str, title: str | None, now: datetime | None = None
+    ) -> ConversationRecord:
+        now = now or utcnow()
+        record = ConversationRecord(conversation_id, title, now, now)
+        conn.execute(insert(conversations).values(owner=_owner_hash(owner), **asdict(record)))
+        return record
 
     def _owned(self, conn: Connection, conversation_id: str, owner: str) -> RowMapping:
         mine = select(conversations).where(

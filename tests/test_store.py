@@ -211,6 +211,33 @@ def test_owners_see_only_their_own(store: Store, media: Path) -> None:
     assert (media / "alice" / "turn-001-user.wav").is_file()
 
 
+def test_the_app_names_a_conversation_and_creates_it_with_its_first_turn(store: Store, media: Path) -> None:
+    """The app names a conversation's recordings folder after it before anything is written: the id is its own."""
+    first = store.add_turn("chosen-id-0001", ALICE, recorded_turn(media, "chosen-id-0001", 1), create=True)
+    assert first.index == 0
+    (chat,) = store.conversations(ALICE)
+    assert (chat.id, chat.title, chat.turn_count) == ("chosen-id-0001", "Question 1?", 1)
+    with pytest.raises(StoreError):  # the id is taken (by anyone): nothing is written
+        store.add_turn("chosen-id-0001", BOB, TurnRecord("Mine?", "No."), create=True)
+    assert store.conversations(BOB) == [] and len(store.turns(chat.id, ALICE)) == 1
+    named = store.create_conversation(ALICE, "Named first", conversation_id="chosen-id-0002")
+    assert named.id == "chosen-id-0002" and store.conversation_ids() == {"chosen-id-0001", "chosen-id-0002"}
+
+
+def test_a_reply_cut_after_its_turn_was_written(store: Store, media: Path) -> None:
+    chat = store.create_conversation(ALICE)
+    store.add_turn(chat.id, ALICE, recorded_turn(media, "s1", 1))
+    store.add_turn(chat.id, ALICE, recorded_turn(media, "s1", 2))
+    store.cut_turn(chat.id, ALICE, 0, "Ans")
+    first, second = store.turns(chat.id, ALICE)
+    assert (first.reply_text, first.interrupted) == ("Ans", True)
+    assert (second.reply_text, second.interrupted) == ("Answer 2.", False)
+    for attempt in (lambda: store.cut_turn(chat.id, BOB, 1, ""), lambda: store.cut_turn(chat.id, ALICE, 7, "")):
+        with pytest.raises(NotFound):
+            attempt()
+    assert not store.turns(chat.id, ALICE)[1].interrupted
+
+
 def test_audio_paths_must_stay_in_the_media_root(store: Store) -> None:
     chat = store.create_conversation(ALICE)
     for path in ("../../etc/passwd", "/etc/passwd", "s1/../../outside.wav"):

@@ -1,20 +1,20 @@
 """Each browser's recordings: where they are kept, who may fetch them, and when they are deleted.
 
-A browser is known by a random owner id in an HttpOnly cookie (`OwnerCookie`), set on its first request. A session's
-files live under `<root>/<owner key>/<session id>/` (the key is a hash of the owner id, so no folder name reveals
-it), and `/omni/media/<owner key>/<session id>/<file>` serves a file only to a request carrying that owner's cookie:
-another browser, or a bare URL, gets 404. Files older than `retention_days` are deleted (at start-up, then hourly).
+A browser is known by a random owner id in an HttpOnly cookie (`OwnerCookie`), set on its first request; the same id
+owns its stored conversations (omni/history.py). A conversation's files live under `<root>/<owner key>/<conversation
+id>/` (the key is a hash of the owner id, so no folder name reveals it), and `/omni/media/<owner key>/<conversation
+id>/<file>` serves a file only to a request carrying that owner's cookie: another browser, or a bare URL, gets 404.
+Folders older than `retention_days` are deleted (at start-up, then hourly), unless a stored conversation keeps them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import secrets
 import shutil
-import threading
 import time
+from collections.abc import Container
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -22,12 +22,13 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse
 
-log = logging.getLogger(__name__)
-
 COOKIE = "omni_owner"
 ROUTE = "/omni/media"
 _ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
-_FILE = re.compile(r"turn-\d{3,}-(user\.wav|reply\.mp3)")
+_FILE = re.compile(r"turn-(\d{3,})-(user\.wav|reply\.mp3)")
+# Browsers keep a cookie for 400 days at most. Each visit to the page renews it, so it always outlives the
+# retention of what it owns: a reload or a server restart finds the browser's conversations again.
+MAX_AGE_S = 400 * 86400
 
 
 def new_id() -> str:
@@ -50,6 +51,8 @@ class OwnerCookie:
     """ASGI middleware: every browser gets a random owner id in an HttpOnly cookie on its first request.
 
     The request that sets it already carries it (added to its headers), so the page and its first events agree.
+    Loading the page renews it (`MAX_AGE_S` from the latest visit). It is HttpOnly, so no script in the page can
+    read it (unlike `gr.BrowserState`'s localStorage), and it is never shown in a URL or a folder name.
     Over https (a Hugging Face Space shows the app in an iframe of another site) the cookie is SameSite=None,
     Secure and Partitioned, so that it is sent inside the iframe; over http, SameSite=Lax.
     """
@@ -61,16 +64,19 @@ class OwnerCookie:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
-        if owner_of(headers.get(b"cookie", b"").decode("latin-1")):
-            return await self.app(scope, receive, send)
-        owner = new_id()
-        cookie = f"{COOKIE}={owner}"
         existing = headers.get(b"cookie", b"").decode("latin-1")
-        scope = dict(scope, headers=[(k, v) for k, v in scope["headers"] if k != b"cookie"])
-        scope["headers"].append((b"cookie", f"{existing}; {cookie}".lstrip("; ").encode("latin-1")))
+        owner = owner_of(existing)
+        page = scope["type"] == "http" and scope.get("method") == "GET" and scope["path"] == "/"
+        if owner and not page:
+            return await self.app(scope, receive, send)
+        if not owner:
+            owner = new_id()
+            scope = dict(scope, headers=[(k, v) for k, v in scope["headers"] if k != b"cookie"])
+            scope["headers"].append((b"cookie", f"{existing}; {COOKIE}={owner}".lstrip("; ").encode("latin-1")))
+        cookie = f"{COOKIE}={owner}"
         https = scope.get("scheme") in ("https", "wss") or headers.get(b"x-forwarded-proto", b"").startswith(b"https")
         attributes = "; Secure; SameSite=None; Partitioned" if https else "; SameSite=Lax"
-        set_cookie = f"{cookie}; Path=/; Max-Age={400 * 86400}; HttpOnly{attributes}".encode("latin-1")
+        set_cookie = f"{cookie}; Path=/; Max-Age={MAX_AGE_S}; HttpOnly{attributes}".encode("latin-1")
 
         async def send_with_cookie(message):
             if message["type"] == "http.response.start":
@@ -97,12 +103,20 @@ class MediaStore:
         return f"{ROUTE}/{path.relative_to(self.root).as_posix()}"
 
     def delete(self, owner: str, session: str) -> None:
+        if not _ID.fullmatch(session):  # never the owner's whole folder
+            raise ValueError(f"not a session id: {session!r}")
         shutil.rmtree(self.root / owner_key(owner) / session, ignore_errors=True)
 
-    def sweep(self) -> int:
-        """Delete every session folder untouched for `retention_days`; returns how many."""
+    def last_turn(self, owner: str, session: str) -> int:
+        """The highest turn number in SESSION's file names (0: none yet): a reopened conversation goes on after it."""
+        names = (_FILE.fullmatch(p.name) for p in (self.root / owner_key(owner) / session).glob("turn-*"))
+        return max((int(name[1]) for name in names if name), default=0)
+
+    def sweep(self, keep: Container[str] = ()) -> int:
+        """Delete every session folder untouched for `retention_days`, except those named in KEEP (the stored
+        conversations: their retention is the store's, by the same rule); returns how many."""
         cutoff, removed = time.time() - self.retention_days * 86400, 0
-        for folder in (f for f in self.root.glob("*/*") if f.is_dir()):
+        for folder in (f for f in self.root.glob("*/*") if f.is_dir() and f.name not in keep):
             newest = max((f.stat().st_mtime for f in folder.iterdir()), default=folder.stat().st_mtime)
             if newest < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -111,17 +125,6 @@ class MediaStore:
             if owner.is_dir() and not any(owner.iterdir()):
                 owner.rmdir()  # its last session is gone
         return removed
-
-    def sweep_every(self, seconds: float = 3600.0) -> None:
-        """Sweep now and then every SECONDS, in a daemon thread."""
-
-        def loop() -> None:
-            while True:
-                if removed := self.sweep():
-                    log.info("deleted %d recordings folders older than %g days", removed, self.retention_days)
-                time.sleep(seconds)
-
-        threading.Thread(target=loop, name="media-retention", daemon=True).start()
 
     def add_routes(self, app: FastAPI) -> None:
         @app.get(ROUTE + "/{key}/{session}/{name}")

@@ -118,7 +118,7 @@ def test_stop_start_and_clear(chat, say):
     assert len(state.chat) == 2  # the history stays visible
     state, signal = chat.start(state)
     assert not state.stopped and isinstance(signal, float)
-    state, cleared = chat.clear(state)
+    state, cleared, *_ = chat.clear(state)  # a new conversation: (state, chat, list, export link)
     assert cleared == [] and state.conversation.history == []
 
 

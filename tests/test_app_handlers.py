@@ -45,7 +45,7 @@ def test_each_session_gets_its_own_id_and_folder(tmp_path):
     assert anna.session and bob.session and anna.session != bob.session
     assert anna.owner != bob.owner  # no cookie here: each is its own stranger
     files = sorted(p.relative_to(chat.media.root).parts[1] for p in chat.media.root.rglob("*.wav"))
-    assert files == sorted([anna.session, bob.session])
+    assert files == sorted([anna.conversation_id, bob.conversation_id])  # each conversation's own folder
 
 
 def test_recordings_in_the_chat_are_served_by_the_apps_route_only(tmp_path):
@@ -152,7 +152,7 @@ def test_clear_history_deletes_the_recordings(tmp_path):
     state = AppState(duplex=False)
     turn(chat, state)
     assert list(chat.media.root.rglob("*.wav"))
-    state, cleared = chat.clear(state)
+    state, cleared, *_ = chat.clear(state)
     assert cleared == [] and not list(chat.media.root.rglob("*.*"))
 
 

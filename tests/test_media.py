@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from omni.media import COOKIE, MediaStore, OwnerCookie, owner_key
+from omni.media import COOKIE, MAX_AGE_S, MediaStore, OwnerCookie, owner_key
 
 
 def server(tmp_path) -> tuple[TestClient, MediaStore]:
@@ -35,6 +36,21 @@ def test_each_browser_gets_its_own_http_only_owner_cookie(tmp_path):
     other, _ = server(tmp_path)
     other.get("/whoami")
     assert other.cookies[COOKIE] != owner
+
+
+def test_loading_the_page_renews_the_cookie(tmp_path):
+    """It must outlive the retention of what it owns, for a browser that keeps coming back: each visit renews it."""
+    client, _ = server(tmp_path)
+
+    @client.app.get("/")
+    def page() -> dict:
+        return {}
+
+    client.get("/")
+    owner = client.cookies[COOKIE]
+    renewed = client.get("/").headers["set-cookie"]
+    assert renewed.startswith(f"{COOKIE}={owner};") and f"Max-Age={MAX_AGE_S}" in renewed and "HttpOnly" in renewed
+    assert MAX_AGE_S >= 400 * 86400
 
 
 def test_over_https_the_cookie_works_inside_a_space_iframe(tmp_path):
@@ -70,7 +86,21 @@ def test_clear_and_retention_delete_recordings(tmp_path):
     os.utime(old / "turn-001-user.wav", (week_ago, week_ago))
     fresh = media.folder("owner-aaaaaaaa", "new-session")
     (fresh / "turn-001-user.wav").write_bytes(b"x")
-    assert media.sweep() == 1
-    assert not old.exists() and fresh.exists()
+    kept = media.folder("owner-aaaaaaaa", "stored-conversation")
+    (kept / "turn-001-user.wav").write_bytes(b"x")
+    os.utime(kept / "turn-001-user.wav", (week_ago, week_ago))
+    assert media.sweep(keep={"stored-conversation"}) == 1  # the store keeps that one, by the same rule
+    assert not old.exists() and fresh.exists() and kept.exists()
     media.delete("owner-aaaaaaaa", "new-session")
     assert not fresh.exists()
+    with pytest.raises(ValueError):
+        media.delete("owner-aaaaaaaa", "")  # never the owner's whole folder
+
+
+def test_a_reopened_conversation_numbers_its_files_after_the_last(tmp_path):
+    media = MediaStore(tmp_path / "recordings")
+    assert media.last_turn("owner-aaaaaaaa", "no-such-session") == 0
+    folder = media.folder("owner-aaaaaaaa", "conversation")
+    for name in ("turn-001-user.wav", "turn-001-reply.mp3", "turn-012-user.wav", "turn-999-notes.txt"):
+        (folder / name).write_bytes(b"x")
+    assert media.last_turn("owner-aaaaaaaa", "conversation") == 12

@@ -34,8 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from omni.audio import SAMPLE_RATE, load_audio
+from omni.conversation import Conversation
+from omni.speech_model import SpeechModel
 from utils.turn import SmartTurn, TurnOptions, text_end_probability
-from utils.vad import PauseDetector, PauseDetectorOptions, SileroVad
+from utils.vad import PauseDetector, PauseDetectorOptions, SileroVad, VadEvent
 
 ROOT = Path(__file__).resolve().parent.parent
 TURNS = ROOT / "tests" / "data" / "turns"
@@ -155,6 +157,13 @@ def run(
         if any(e.kind == "end_of_turn" for e in new):
             end_at = b + took * SAMPLE_RATE  # the chunk arrived with its last sample; then feed() ran
             break
+    return classify(rec, events, end_at, phase, detector.verdict)
+
+
+def classify(
+    rec: Recording, events: list[VadEvent], end_at: float, phase: int, heard_read: tuple[float | None, float | None]
+) -> Outcome:
+    """The outcome of a run whose events were EVENTS, the end of turn declared at stream position END_AT."""
     end = next((e for e in events if e.kind == "end_of_turn"), None)
     latency = None
     if rec.end is None:
@@ -167,9 +176,26 @@ def run(
         latency = 1000 * (end_at - rec.end) / SAMPLE_RATE
         verdict = "late" if latency > LATE_MS else "right"
     labels = [f"{e.kind}@{e.sample / SAMPLE_RATE:.2f}" for e in events]
-    return Outcome(
-        rec.name, rec.kind, rec.held_out, 1000 * phase / SAMPLE_RATE, verdict, latency, *detector.verdict, labels
-    )
+    return Outcome(rec.name, rec.kind, rec.held_out, 1000 * phase / SAMPLE_RATE, verdict, latency, *heard_read, labels)
+
+
+def run_app(rec: Recording, model: SpeechModel, vad: SileroVad, smart_turn: SmartTurn, phase: int = 0) -> Outcome:
+    """Feed REC to the app's own path at real-time pace: a `Conversation` on the real cascade, listening ahead and
+    speculating, whose readings of the words count from the moment they are ready (not a chunk later by rule)."""
+    talk = Conversation(model, PauseDetectorOptions(), vad=vad.fork(), smart_turn=smart_turn)
+    bounds = [0, *range(phase or CHUNK, len(rec.audio), CHUNK), len(rec.audio)]
+    events, end_at, start = [], 0.0, time.perf_counter()
+    try:
+        for a, b in itertools.pairwise(bounds):
+            time.sleep(max(0.0, start + b / SAMPLE_RATE - time.perf_counter()))  # the chunk's last sample is spoken
+            events += talk.hear(rec.audio[a:b], SAMPLE_RATE)
+            if talk.turn_ended:
+                end_at = (time.perf_counter() - start) * SAMPLE_RATE
+                break
+        return classify(rec, events, end_at, phase, talk.ended.verdict if talk.ended else talk.detector.verdict)
+    finally:
+        talk.close()
+        time.sleep(0.3)  # the cancelled answer stops within a step; the next recording starts on a quiet model
 
 
 def summary(outcomes: list[Outcome]) -> dict:
@@ -190,6 +216,9 @@ def _ms(value: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lm", action="store_true", help="also read the words (Whisper base + Qwen2.5 1.5B)")
+    parser.add_argument(
+        "--app", action="store_true", help="also the app's own path in real time (Conversation on the cascade)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "turn.json")
     args = parser.parse_args()
 
@@ -206,6 +235,15 @@ def main() -> None:
         name: [run(rec, options, vad, smart_turn, text, phase) for rec in recordings for phase in PHASES]
         for name, (options, text) in policies.items()
     }
+    if args.app:
+        from omni.cascade import Cascade
+
+        model = Cascade.load()
+        model.warm_up()
+        # Real time: ~8 s per recording and phase. Two phases: a speech end early and late in a chunk.
+        results["the app, real time"] = [
+            run_app(rec, model, vad, smart_turn, phase) for rec in recordings for phase in PHASES[::2]
+        ]
     t0 = time.perf_counter()
     for rec in recordings[:10]:
         smart_turn(rec.audio[: 3 * SAMPLE_RATE])

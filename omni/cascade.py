@@ -113,6 +113,11 @@ class Cascade:
         )
 
     @property
+    def reads_turn_end(self) -> bool:
+        """A local language model reads whether the user has finished (a remote one is not asked: a round trip)."""
+        return isinstance(self.llm, ChatModel)
+
+    @property
     def description(self) -> str:
         return f"{self.asr.name} -> {self.llm.name} -> {self.tts.name}"
 
@@ -129,8 +134,8 @@ class Cascade:
 
     def listen(
         self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
-    ) -> None:
-        self._own.listen(audio, sample_rate, history, breaks)
+    ) -> float | None:
+        return self._own.listen(audio, sample_rate, history, breaks)
 
     def respond(
         self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
@@ -146,6 +151,8 @@ class CascadeSession:
         self.name, self.sample_rate = cascade.name, cascade.sample_rate
         self.phrases: list[Phrase] = []  # the latest turn heard, phrase by phrase
         self.slot = ChatSlot()
+        self.reads_turn_end = cascade.reads_turn_end
+        self._reading: tuple[str, int, float] | None = None  # (words, history length, P(they end there)) read last
 
     def session(self) -> CascadeSession:
         return self
@@ -189,16 +196,39 @@ class CascadeSession:
             return work()
         return (yield from self._step(work, priority, keep))
 
+    def _llm_steps(
+        self, steps: Iterator[T], priority: Callable[[], float]
+    ) -> Generator[ReplyChunk, None, T | None]:
+        """Run the language model's STEPS, each a step of its own (`_llm_step`); returns the last one's value."""
+        last = None
+        while (value := (yield from self._llm_step(lambda: next(steps, _DONE), priority))) is not _DONE:
+            last = value
+        return last
+
     def listen(
         self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
-    ) -> None:
+    ) -> float | None:
         """Transcribe the turn so far and evaluate the prompt that answers it: if the user stops here, `respond`
-        finds both done and starts writing at once; if they go on, it reuses the prompt up to the new words."""
+        finds both done and starts writing at once; if they go on, it reuses the prompt up to the new words.
+        A local model also reads whether the words are finished: that probability is returned."""
         listening = lambda: LISTENING  # ahead of replies with more than a second in hand
         transcript = run(self._transcribe_turn(audio, sample_rate, breaks, listening))
-        steps = self.cascade.llm.prefill_steps(history, transcript, self.slot)
-        while run(self._llm_step(lambda: next(steps, _DONE), listening)) is not _DONE:
-            pass
+        if not transcript:
+            return None
+        reading = run(self._read(history, transcript, listening)) if self.reads_turn_end else None
+        # Then the template's tail after the words (~5 tokens), so that an answer starts writing at once.
+        run(self._llm_steps(self.cascade.llm.prefill_steps(history, transcript, self.slot), listening))
+        return reading
+
+    def _read(
+        self, history: Sequence[Message], words: str, priority: Callable[[], float]
+    ) -> Generator[ReplyChunk, None, float]:
+        """The language model's P(the user's WORDS end there); the same words are read once."""
+        if self._reading and self._reading[:2] == (words, len(history)):
+            return self._reading[2]
+        reading = yield from self._llm_steps(self.cascade.llm.read_steps(history, words, self.slot), priority)
+        self._reading = (words, len(history), reading)
+        return reading
 
     def _transcribe_turn(
         self, audio: np.ndarray, sample_rate: int, breaks: Sequence[int], priority: Callable[[], float]
@@ -212,15 +242,26 @@ class CascadeSession:
         """
         audio = prepare(audio, sample_rate)
         cuts = [c for c in (round(b * SAMPLE_RATE / sample_rate) for b in breaks) if 0 < c < audio.size]
-        known, heard = self.phrases, []
+        heard = []
         for i, piece in enumerate(np.split(audio, cuts)):
-            phrase = known[i] if i < len(known) and known[i].covers(piece) else None
+            phrase = self._known(i, piece)
             if phrase is None:
-                text = yield from self._step(lambda piece=piece: self.cascade.asr.transcribe(piece), priority)
-                phrase = Phrase(piece, text)
+                phrase = yield from self._step(lambda i=i, piece=piece: self._hear(i, piece), priority)
             heard.append(phrase)
-        self.phrases = heard
         return Phrase.join([p.transcript for p in heard])
+
+    def _known(self, i: int, piece: np.ndarray) -> Phrase | None:
+        phrases = self.phrases
+        return phrases[i] if i < len(phrases) and phrases[i].covers(piece) else None
+
+    def _hear(self, i: int, piece: np.ndarray) -> Phrase:
+        """Transcribe phrase I of the turn (a step of the queue), unless a call for this conversation that had the
+        model just before did (listening ahead and the answer at a pause often ask for the same audio)."""
+        phrase = self._known(i, piece)
+        if phrase is None:
+            phrase = Phrase(piece, self.cascade.asr.transcribe(piece))
+            self.phrases = [*self.phrases[:i], phrase]
+        return phrase
 
     def respond(
         self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
@@ -243,6 +284,11 @@ class CascadeSession:
         if not transcript:
             raise NoSpeechError("No words were heard.")
         yield ReplyChunk(transcript=transcript)
+        if self.reads_turn_end:
+            # Has the user finished? Listening ahead has often read these very words already.
+            words_end = yield from self._read(history, transcript, lead)
+            mark("words_end_ms")
+            yield ReplyChunk(words_end=words_end)
 
         reply: list[str] = []
         splitter = ClauseSplitter(cascade.options.first_clause_words)

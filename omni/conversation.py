@@ -15,13 +15,14 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from omni.audio import SAMPLE_RATE
 from omni.speech_model import Message, ReplyChunk, SpeechModel
+from utils.turn import SmartTurn
 from utils.vad import PauseDetector, PauseDetectorOptions, SileroVad, VadEvent
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,9 @@ class BackgroundReply:
     is closed, which stops its work. `hold` pauses it between two chunks, for a while.
     """
 
-    def __init__(self, chunks: Iterator[ReplyChunk]):
+    def __init__(self, chunks: Iterator[ReplyChunk], observe: Callable[[ReplyChunk], None] | None = None):
         self._chunks = chunks
+        self._observe = observe  # sees each chunk as it is made, before anyone reads it
         self.started_at = time.perf_counter()
         self._queue: queue.Queue = queue.Queue()
         self._cancelled = threading.Event()
@@ -66,6 +68,8 @@ class BackgroundReply:
                     self._going.set()
                 if self._cancelled.is_set():
                     break
+                if self._observe:
+                    self._observe(chunk)
                 self._queue.put(chunk)
         except BaseException as e:  # noqa: BLE001 - re-raised in the reader's thread
             self._queue.put(e)
@@ -160,6 +164,7 @@ class EndedTurn:
     breaks: list[int]  # where they paused and went on: sample indices into `audio`
     speech_start: int  # where speech began and ended, in the detector's stream before it was reset
     speech_end: int
+    verdict: tuple[float | None, float | None] = (None, None)  # what smart-turn heard and the model read at the end
 
 
 class Conversation:
@@ -171,10 +176,16 @@ class Conversation:
         vad_options: PauseDetectorOptions | None = None,
         options: ConversationOptions | None = None,
         vad: SileroVad | None = None,
+        smart_turn: SmartTurn | None = None,
     ):
         self.model = model.session()  # this conversation's own caches in a shared model
         self.options = options or ConversationOptions()
-        self.detector = PauseDetector(vad_options, vad)
+        # The model's reading of the words (`_words_end`) tells the detector whether a pause is the end of the turn.
+        text_end = self._words_end if model.reads_turn_end else None
+        self.detector = PauseDetector(vad_options, vad, smart_turn=smart_turn, text_end=text_end)
+        # The latest reading: (turn, the end of the audio read (a detector sample), P(the words end there)).
+        self._reading: tuple[int, int, float] | None = None
+        self._turns = 0  # turns begun: a reading is only for the turn (and pause) it was made in
         self.history: list[Message] = []
         self.spoken = SpokenReply()
         self.speaking = False  # a reply is being generated or played: the user may barge in
@@ -218,11 +229,31 @@ class Conversation:
         """Keep the ended turn for its reply and start hearing the next one from where the end was decided."""
         detector = self.detector
         self.ended = None  # an earlier turn never answered (stopped) gives way to this one
-        self.ended = EndedTurn(self.turn_audio(), self.phrase_breaks(), detector.speech_start or 0, end.sample)
+        self.ended = EndedTurn(
+            self.turn_audio(), self.phrase_breaks(), detector.speech_start or 0, end.sample, detector.verdict
+        )
         after = np.array(detector.audio[end.detected_at :])
-        detector.reset()
+        self._reset_detector()
         detector.barge_in = self.options.barge_in  # the reply is about to be spoken: maybe over it
         return self._heard(detector.feed(after, SAMPLE_RATE)) if after.size else []
+
+    def _reset_detector(self) -> None:
+        self.detector.reset()
+        self._turns += 1
+        self._reading = None
+
+    def _words_end(self, sample: int) -> float | None:
+        """For the detector, deciding whether the silence since SAMPLE ends the turn: the model's P(the user's words
+        end there), if it has read all of them. A reading of the audio up to any point in this silence has (the
+        silence is still going on, so nothing was said between SAMPLE and there)."""
+        reading = self._reading
+        if reading is not None and reading[0] == self._turns and sample <= reading[1] <= self.detector.position:
+            return reading[2]
+        return None
+
+    def _read(self, turn: int, until: int, words_end: float | None) -> None:
+        if words_end is not None:
+            self._reading = (turn, until, words_end)
 
     def _listen_ahead(self) -> None:
         """While the user is speaking, hand the model their words so far (one `listen` at a time, in a thread).
@@ -235,13 +266,14 @@ class Conversation:
             return
         if self._listening and self._listening.is_alive():
             return
-        args = (self.turn_audio(), list(self.history), self.phrase_breaks())
+        audio = self.turn_audio()
+        args = (audio, list(self.history), self.phrase_breaks(), self._turns, self._turn_start() + audio.size)
         self._listening = threading.Thread(target=self._listen, args=args, daemon=True)
         self._listening.start()
 
-    def _listen(self, audio: np.ndarray, history: list[Message], breaks: list[int]) -> None:
+    def _listen(self, audio: np.ndarray, history: list[Message], breaks: list[int], turn: int, until: int) -> None:
         try:
-            self.model.listen(audio, SAMPLE_RATE, history, breaks)
+            self._read(turn, until, self.model.listen(audio, SAMPLE_RATE, history, breaks))
         except Exception:  # only a head start is lost: the reply meets the same problem and reports it
             log.exception("listening ahead failed")
 
@@ -276,15 +308,22 @@ class Conversation:
             return self.ended.breaks
         return [b - self._turn_start() for b in self.detector.phrase_breaks]
 
-    def _answer(self, speech_end: int | None = None) -> BackgroundReply:
-        """Start answering the turn as heard up to SPEECH_END (default: its end so far)."""
-        audio, history = self.turn_audio(speech_end), list(self.history)
+    def _answer(self) -> BackgroundReply:
+        """Start answering the turn as heard so far."""
+        audio, history = self.turn_audio(), list(self.history)
         return BackgroundReply(self.model.respond(audio, SAMPLE_RATE, history, self.phrase_breaks()))
 
     def _speculate(self, pause: VadEvent) -> None:
+        """Start answering at a pause, as if the turn ended there. The answer first reads the words, which the
+        detector waits for to end the turn (`words_end`)."""
         if self._speculation:
             self._speculation.cancel()
-        self._speculation = self._answer(pause.sample)
+        # Not the audio that listening ahead heard last, though it may hold every word: cut at a chunk boundary
+        # right after the words, Whisper heard "the beach and" as "the V-chond" (the post-roll is there for that).
+        audio = self.turn_audio(pause.sample)
+        turn, until = self._turns, self._turn_start() + audio.size
+        chunks = self.model.respond(audio, SAMPLE_RATE, list(self.history), self.phrase_breaks())
+        self._speculation = BackgroundReply(chunks, observe=lambda chunk: self._read(turn, until, chunk.words_end))
 
     def reply(self, heartbeat_s: float | None = None) -> Iterator[ReplyChunk]:
         """Answer the turn that just ended (or whatever was heard so far), then listen for the next one.
@@ -304,6 +343,8 @@ class Conversation:
             self.detector.barge_in = self.options.barge_in
         try:
             for chunk in reply.chunks(heartbeat_s):
+                if chunk.words_end is not None:
+                    continue  # for the detector (see `_answer`), not for the reply's readers
                 with self._lock:
                     if reply.cancelled:
                         return
@@ -395,7 +436,7 @@ class Conversation:
             self._speculation = self._reply = None
             self.ended = None
             self.played()
-            self.detector.reset()
+            self._reset_detector()
 
     def clear(self) -> None:
         self.cancel()

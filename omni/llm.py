@@ -241,6 +241,39 @@ class ChatModel:
             tokens.append(token)
             yield text.decode(self.llm._model.detokenize([token]))
 
+    def read_steps(self, history: Sequence[Message], user_text: str, slot: ChatSlot | None = None) -> Iterator[float | None]:
+        """Read whether the user has finished: P(their words end where USER_TEXT does) (`utils.turn`).
+
+        The prompt up to the words is evaluated into SLOT's cache one step at a time (each yields None); the last
+        step yields the probability. The cache then holds the prompt up to the words: a reply to USER_TEXT only
+        evaluates the template's tail, and if the user goes on, the new words are evaluated after them."""
+        from utils.turn import hesitating, words_prompt
+
+        slot = slot or self.default_slot
+        messages = self.prompt(history, user_text)
+        messages[-1] = {"role": "user", "content": user_text}  # the words alone: no calculator line after them
+        tokens, ends = self._thread.call(words_prompt, self.llm, messages)
+        for _ in self._eval_steps(slot, tokens[:-1]):
+            yield None
+        reading = self._thread.call(self._read_end, slot, tokens, ends)
+        yield 0.0 if hesitating(user_text) else reading
+
+    def _read_end(self, slot: ChatSlot, tokens: list[int], ends: list[int]) -> float:
+        from utils.turn import end_probability
+
+        self._use(slot)
+        cached = self.llm.longest_token_prefix(self.llm.input_ids[: self.llm.n_tokens].tolist(), tokens)
+        if cached < len(tokens) or self._logits_of != (slot, len(tokens)):
+            self.llm.n_tokens = min(cached, len(tokens) - 1)
+            self._eval(slot, tokens[self.llm.n_tokens :])
+        return end_probability(self.llm, ends)
+
+    def end_probability(self, history: Sequence[Message], user_text: str, slot: ChatSlot | None = None) -> float:
+        """`read_steps` in one go."""
+        for reading in self.read_steps(history, user_text, slot):
+            pass
+        return reading
+
     def warm_up(self) -> None:
         """Evaluate the system prompt once, kept as where every new conversation starts; then one reply step."""
         a, b = self._tokens([], "Hello"), self._tokens([], "Bye")

@@ -45,13 +45,16 @@ class ReplyChunk:
     text: str | None = None  # a delta of the reply text
     audio: np.ndarray | None = None  # mono int16 PCM at `SpeechModel.sample_rate`
     turn: Turn | None = None  # the last chunk: the finished exchange
+    # Right after the transcript, from a model that reads it (`reads_turn_end`): its probability that the user's
+    # words end where the transcript does. The conversation's pause detector uses it; readers of replies never see it.
+    words_end: float | None = None
     # On audio chunks, when the model knows: the words this audio starts to say ("" = more of the same words).
     # It lets an interrupted reply be cut to what the user actually heard.
     spoken: str | None = None
 
     @property
     def empty(self) -> bool:
-        return self.transcript is None and self.text is None and self.audio is None and self.turn is None
+        return all(v is None for v in (self.transcript, self.text, self.audio, self.turn, self.words_end))
 
 
 class NoSpeechError(ValueError):
@@ -64,6 +67,9 @@ class SpeechModel(Protocol):
 
     name: str
     sample_rate: int  # of the reply audio
+    # True: `respond` follows the transcript with a `words_end` chunk, the model's reading of whether the user has
+    # finished, which lets the pause detector end a finished turn after ~1/4 s of silence.
+    reads_turn_end: bool
 
     def session(self) -> SpeechModel:
         """The model for one conversation: what it keeps between turns (caches) is that conversation's own.
@@ -84,10 +90,11 @@ class SpeechModel(Protocol):
 
     def listen(
         self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
-    ) -> None:
+    ) -> float | None:
         """Get ready to answer a turn still under way: `audio` is what the user has said so far (`breaks` as above).
 
         Called again and again while they speak (never while `respond` runs for the same conversation); the work
         it does ahead, such as transcribing, shortens the `respond` that follows. Doing nothing is correct.
+        A model that `reads_turn_end` returns its probability that the words in `audio` are the whole turn.
         """
         ...

@@ -66,12 +66,20 @@ class ScriptedModel:
     histories: list[list[Message]] = field(default_factory=list)
     running: int = 0  # replies being generated right now
     waiting: int = 0  # what `CascadeSession.waiting` would say: this conversation's place in line for the model
+    words_end: float | None = None  # the reading after each transcript (None: it reads nothing)
+
+    @property
+    def reads_turn_end(self) -> bool:
+        return self.words_end is not None
 
     def session(self) -> ScriptedModel:
         return self
 
-    def listen(self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()) -> None:
+    def listen(
+        self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
+    ) -> float | None:
         self.listened.append(audio.size)
+        return self.words_end
 
     def respond(
         self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
@@ -86,6 +94,8 @@ class ScriptedModel:
         try:
             time.sleep(self.wait_s)
             yield ReplyChunk(transcript=transcript)
+            if self.words_end is not None:
+                yield ReplyChunk(words_end=self.words_end)
             said = ""
             for word in self.reply.split(" "):
                 time.sleep(self.delay_s)

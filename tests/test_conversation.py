@@ -11,13 +11,15 @@ from omni.audio import SAMPLE_RATE
 from omni.conversation import Conversation
 from omni.speech_model import NoSpeechError
 from tests.conftest import collect
+from utils.vad import PauseDetectorOptions
 
 CHUNK = SAMPLE_RATE // 2  # the browser's 0.5 s
 
 
 def stream(conversation: Conversation, audio: np.ndarray, realtime: bool = False) -> list:
-    """Feed AUDIO + trailing silence in 0.5 s chunks until the turn ends; return all events."""
-    audio = np.concatenate([audio, np.zeros(2 * SAMPLE_RATE, np.float32)])
+    """Feed AUDIO + trailing silence in 0.5 s chunks until the turn ends; return all events. The silence is long
+    enough for words that read unfinished (TurnOptions.incomplete_ms)."""
+    audio = np.concatenate([audio, np.zeros(SAMPLE_RATE * 7 // 2, np.float32)])
     events = []
     for i in range(0, audio.size, CHUNK):
         if realtime:
@@ -77,8 +79,10 @@ def test_the_model_listens_while_the_user_speaks(conversation, say, monkeypatch)
     assert len(draft) >= 3 and reply["transcript"].lower().split()[: len(draft)] == draft
 
 
-def test_resuming_after_a_pause_discards_the_early_answer(conversation, say):
-    """A 0.45 s pause starts a speculative answer; speaking again throws it away; one turn, both sentences."""
+def test_resuming_after_a_pause_discards_the_early_answer(cascade, say):
+    """A 0.45 s pause starts a speculative answer; speaking again throws it away; one turn, both sentences. (On the
+    700 ms rule: the words before the pause are a finished sentence, which the semantic end of turn ends on.)"""
+    conversation = Conversation(cascade, PauseDetectorOptions(turn=None))
     first, second = say("My favourite colour is green."), say("What is yours?")
     gap = np.zeros(int(0.45 * SAMPLE_RATE), np.float32)
     events = stream(conversation, np.concatenate([first, gap, second]), realtime=True)

@@ -7,6 +7,7 @@ The recordings come with the sample where the speaker really stopped and the pau
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from functools import cache
 
@@ -16,6 +17,7 @@ import pytest
 from bench.turn import CHUNK, Recording, load_set
 from omni import models
 from omni.audio import FRAME, SAMPLE_RATE
+from omni.conversation import Conversation
 from omni.models import ModelError
 from utils.turn import SmartTurn, TurnOptions, text_end_probability
 from utils.vad import PauseDetector, PauseDetectorOptions, SileroVad, VadEvent
@@ -117,10 +119,10 @@ def test_policy_table():
     assert o.required_silence_ms(unsure, 0.5, fallback, reading=True) == o.complete_ms
     assert o.required_silence_ms(open_, 0.5, fallback, reading=True) == fallback
     assert o.required_silence_ms(done, 0.001, fallback, reading=True) == o.incomplete_ms
-    assert o.required_silence_ms(done, 0.05, fallback, reading=True) == fallback
-    assert o.required_silence_ms(open_, 0.05, fallback, reading=True) == o.incomplete_ms
-    # ... and while the words are not read yet, the ear alone never ends a turn fast.
-    assert o.required_silence_ms(done, None, fallback, reading=True) == fallback
+    assert o.required_silence_ms(done, 0.03, fallback, reading=True) == fallback
+    assert o.required_silence_ms(open_, 0.03, fallback, reading=True) == o.incomplete_ms
+    # ... and while the words are not read yet, the turn waits for them (up to as long as for unfinished words).
+    assert o.required_silence_ms(done, None, fallback, reading=True) == o.incomplete_ms
     assert o.required_silence_ms(open_, None, fallback, reading=True) == o.incomplete_ms
     # Without one, the ear decides (pipecat's way).
     assert o.required_silence_ms(done, None, fallback, reading=False) == fallback  # the ear alone: never fast...
@@ -264,3 +266,52 @@ def test_text_end_probability(chat):
     assert p("So, um...") == pytest.approx(p("So, um..."), rel=0.1)  # again: one token evaluated, same answer
     history = [{"role": "user", "content": "Hello, my name is Anna."}, {"role": "assistant", "content": "Hi Anna!"}]
     assert chat._thread.call(text_end_probability, chat.llm, chat.prompt(history, "What is my name?")) > 0.1
+
+
+# --- the whole decision in the app's path: Conversation on the real cascade -------------------------------------
+
+
+def converse(cascade, vad, smart_turn, rec: Recording) -> tuple[list[VadEvent], Conversation]:
+    """Feed REC to a Conversation in 0.5 s chunks, waiting after each for the model's background work (listening
+    ahead, the reading at a pause): the outcome as on a machine fast enough to read each chunk before the next."""
+    talk = Conversation(cascade, PauseDetectorOptions(), vad=vad.fork(), smart_turn=smart_turn)
+    events = []
+    for i in range(0, len(rec.audio), CHUNK):
+        new = talk.hear(rec.audio[i : i + CHUNK], SAMPLE_RATE)
+        events += new
+        if talk.turn_ended:
+            break
+        if talk._listening:
+            talk._listening.join()
+        if talk.detector.paused:  # the answer started at the pause reads the words first
+            deadline = time.monotonic() + 30
+            while talk._words_end(talk.detector.speech_end) is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+    return events, talk
+
+
+@pytest.mark.parametrize("name", ["pi_mountain", "es_timer", "spk1_snt5"])
+def test_the_app_ends_a_finished_question_after_a_quarter_second(cascade, vad, smart_turn, name):
+    rec = recordings()[name]
+    events, talk = converse(cascade, vad, smart_turn, rec)
+    try:
+        end = end_of_turn(events)
+        heard, read = talk.ended.verdict
+        assert read is not None and read >= OPTIONS.text_complete, (heard, read)
+        assert end.detected_at - end.sample == np.ceil(OPTIONS.complete_ms * MS / FRAME) * FRAME
+        assert abs(end.sample - rec.end) <= 200 * MS
+    finally:
+        talk.close()
+
+
+@pytest.mark.parametrize("name", ["hu_canoe", "pi_unless", "es_if_rain"])
+def test_the_app_does_not_cut_a_sentence_at_its_pause(cascade, vad, smart_turn, name):
+    """ "The birch canoe slid on the | ...", "Unless the weather gets a lot better, | ...", "If it stops raining | ...":
+    the words read unfinished keep the turn open through the pause, whatever the ear says."""
+    rec = recordings()[name]
+    events, talk = converse(cascade, vad, smart_turn, rec)
+    try:
+        end = end_of_turn(events)
+        assert end is not None and end.sample >= rec.end - 200 * MS, talk.ended.verdict if talk.ended else None
+    finally:
+        talk.close()

@@ -148,3 +148,97 @@ def test_each_conversation_has_its_own_history():
     say(bob, np.concatenate([speech(2.0), silence(1.0)]))
     collect(bob.reply())
     assert model.histories[-1] == [] and len(anna.history) == 2 and len(bob.history) == 2
+
+
+# --- the end of turn from the model's reading of the words -----------------------------------------------------
+
+FRAME_MS = 32
+
+
+def reading_conversation(words_end: float | None, heard: float = 0.9) -> tuple[Conversation, ScriptedModel]:
+    """A conversation on the semantic end of turn: smart-turn hears HEARD, the model reads WORDS_END."""
+    model = ScriptedModel(words_end=words_end)
+    talk = Conversation(
+        model, PauseDetectorOptions(), ConversationOptions(listen_ahead=False), vad=LoudnessVad(),
+        smart_turn=lambda audio: heard,
+    )
+    return talk, model
+
+
+def wait_for_reading(talk: Conversation) -> None:
+    deadline = time.monotonic() + 2
+    while talk._reading is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def end_after_pause(talk: Conversation, seconds_of_silence: float) -> int | None:
+    """Say 1 s, pause until the speculation has read the words, then stay silent frame by frame: how many ms of
+    silence ended the turn (None: it did not end)."""
+    say(talk, speech(1.0))
+    pause = silence(0.25)  # a pause (192 ms) starts the speculative answer, which reads the words
+    kinds = [e.kind for e in talk.hear(pause, SAMPLE_RATE)]
+    assert kinds == ["pause"]
+    wait_for_reading(talk)
+    for step in chunks(silence(seconds_of_silence), FRAME_MS / 1000):
+        for event in talk.hear(step, SAMPLE_RATE):
+            if event.kind == "end_of_turn":
+                return (event.detected_at - event.sample) * 1000 // SAMPLE_RATE
+    return None
+
+
+def test_finished_words_end_the_turn_after_a_quarter_second():
+    talk, _ = reading_conversation(words_end=0.9)
+    assert talk.detector.text_end is not None
+    assert end_after_pause(talk, 1.0) == 256  # TurnOptions.complete_ms, not the 700 ms rule
+    reply = collect(talk.reply())  # the reading is the detector's: the reply's readers never see it
+    assert reply["transcript"] == "1.0 s of speech" and reply["turn"] is not None
+
+
+def test_unfinished_words_keep_the_turn_open_up_to_three_seconds():
+    talk, _ = reading_conversation(words_end=0.01)
+    assert end_after_pause(talk, 2.5) is None  # "If it stops raining" goes on
+    talk, _ = reading_conversation(words_end=0.01)
+    assert end_after_pause(talk, 3.5) == 3008  # TurnOptions.incomplete_ms, in whole frames
+
+
+def test_finished_words_do_not_end_the_turn_fast_when_the_ear_objects():
+    talk, _ = reading_conversation(words_end=0.9, heard=0.05)  # "eggs, milk and..." sounds unfinished
+    assert end_after_pause(talk, 1.0) == 704  # the 700 ms rule
+
+
+def test_a_model_that_does_not_read_leaves_the_silence_rule():
+    talk, _ = reading_conversation(words_end=None)
+    assert talk.detector.text_end is None
+    assert end_after_pause(talk, 1.0) == 704
+
+
+def test_a_reading_counts_only_if_it_heard_every_word_of_this_turn():
+    talk, _ = reading_conversation(words_end=0.9)
+    talk.options.speculate = False
+    say(talk, np.concatenate([speech(1.0), silence(0.1)]))  # stopped talking 0.1 s ago: no pause yet
+    stopped, heard = talk.detector.speech_end, talk.detector.position
+    assert stopped is not None and stopped < heard
+    turn = talk._turns
+    talk._reading = (turn, heard, 0.9)  # read up to now: every word
+    assert talk._words_end(stopped) == 0.9
+    talk._reading = (turn, stopped - FRAME_MS * 16, 0.9)  # read before the last words
+    assert talk._words_end(stopped) is None
+    talk._reading = (turn, heard + 512, 0.9)  # past what the VAD has judged: a word may start there
+    assert talk._words_end(stopped) is None
+    talk._reading = (turn - 1, heard, 0.9)  # the turn before
+    assert talk._words_end(stopped) is None
+
+
+def test_listening_ahead_reads_the_last_words_before_the_pause():
+    """Speech that stops late in a chunk: listening ahead has read every word by the next chunk, which ends the turn
+    (the speculation at the pause would have its reading a chunk later)."""
+    talk, model = reading_conversation(words_end=0.9)
+    talk.options.listen_ahead, talk.options.speculate = True, False
+    events = []
+    audio = np.concatenate([speech(1.4), silence(1.5)])  # stops 0.1 s before the end of the third chunk
+    for chunk in chunks(audio):
+        events += talk.hear(chunk, SAMPLE_RATE)
+        talk._listening and talk._listening.join()
+    end = next(e for e in events if e.kind == "end_of_turn")
+    assert model.listened and end.detected_at <= 2 * SAMPLE_RATE  # decided within the fourth chunk
+    assert (end.detected_at - end.sample) * 1000 // SAMPLE_RATE == 256

@@ -115,6 +115,14 @@ class SmartTurn:
 # raining." 0.66 (Qwen2.5 1.5B). So the marks are taken off, and the model says itself whether one comes next.
 _FINAL_MARKS = re.compile(r"[\s.?!\u2026-]+$")
 _SENTENCE_ENDS = (".", "?", "!")
+# Words that end a hesitation, not a turn. Whisper mostly leaves them out, but writes "So. Um." as a sentence, which
+# the model read as finished (0.28).
+_FILLER_END = re.compile(r"\b(um+|uh+|erm|er|hmm+|mm+)[\s.,?!\u2026-]*$", re.IGNORECASE)
+
+
+def hesitating(words: str) -> bool:
+    """The words end on a filler ("um", "uh", ...): the speaker is thinking, not done."""
+    return bool(_FILLER_END.search(words))
 _SENTINEL = "\x00user text\x00"
 
 
@@ -123,6 +131,33 @@ def _formatter(template: str, eos: str, bos: str):
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     return Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
+
+
+def words_prompt(llm: Llama, messages: Sequence[Mapping[str, str]]) -> tuple[list[int], list[int]]:
+    """The chat prompt for MESSAGES up to the end of the user's words (the last message; final marks removed), as
+    tokens, and the tokens that may come next if the words end there: the template's end-of-message token and the
+    sentence-ending marks."""
+    messages = [dict(m) for m in messages]
+    words = _FINAL_MARKS.sub("", messages[-1]["content"])
+    messages[-1]["content"] = _SENTINEL
+    token_text = llm._model.token_get_text
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise ValueError("the model has no chat template: its end-of-message token is unknown")
+    formatted = _formatter(template, token_text(llm.token_eos()), token_text(llm.token_bos()))(messages=messages)
+    prompt = formatted.prompt
+    at = prompt.index(_SENTINEL)
+    ends = [llm.tokenize(prompt[at + len(_SENTINEL) :].encode(), add_bos=False, special=True)[0]]
+    ends += [llm.tokenize(mark.encode(), add_bos=False, special=False)[0] for mark in _SENTENCE_ENDS]
+    tokens = llm.tokenize((prompt[:at] + words).encode(), add_bos=not formatted.added_special, special=True)
+    return tokens, ends
+
+
+def end_probability(llm: Llama, ends: Sequence[int]) -> float:
+    """P(one of ENDS comes next), from the logits of the last token llama.cpp evaluated."""
+    logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).astype(np.float64)
+    top = logits.max()
+    return float(np.exp(logits[list(ends)] - top).sum() / np.exp(logits - top).sum())
 
 
 def text_end_probability(llm: Llama, messages: Sequence[Mapping[str, str]]) -> float:
@@ -137,30 +172,16 @@ def text_end_probability(llm: Llama, messages: Sequence[Mapping[str, str]]) -> f
     ~100 ms here) separated them no better, and moved 10x with the wording of the system prompt.
 
     llama.cpp reuses the cached prefix, so this costs the user's new words plus one token, and it leaves the KV
-    cache holding the prompt up to the words: a reply to them (`ChatModel.prefill`, `stream`) only evaluates the
-    template's tail. Call it from the thread that owns the model (`ChatModel` calls llama.cpp from one thread of
-    its own): ``chat._thread.call(text_end_probability, chat.llm, chat.prompt(history, words))``.
+    cache holding the prompt up to the words: a reply to them only evaluates the template's tail. Call it from the
+    thread that owns the model; the app reads through `omni.llm.ChatModel.read_steps`, which takes turns with
+    other conversations.
     """
-    messages = [dict(m) for m in messages]
-    words = _FINAL_MARKS.sub("", messages[-1]["content"])
-    messages[-1]["content"] = _SENTINEL
-    token_text = llm._model.token_get_text
-    template = llm.metadata.get("tokenizer.chat_template")
-    if not template:
-        raise ValueError("the model has no chat template: its end-of-message token is unknown")
-    formatted = _formatter(template, token_text(llm.token_eos()), token_text(llm.token_bos()))(messages=messages)
-    prompt = formatted.prompt
-    at = prompt.index(_SENTINEL)
-    ends = [llm.tokenize(prompt[at + len(_SENTINEL) :].encode(), add_bos=False, special=True)[0]]
-    ends += [llm.tokenize(mark.encode(), add_bos=False, special=False)[0] for mark in _SENTENCE_ENDS]
-    tokens = llm.tokenize((prompt[:at] + words).encode(), add_bos=not formatted.added_special, special=True)
+    tokens, ends = words_prompt(llm, messages)
     # Evaluate what the cache does not hold yet, and at least the last token: its logits are what we read.
     keep = min(llm.longest_token_prefix(llm._input_ids.tolist(), tokens), len(tokens) - 1)
     llm.n_tokens = keep
     llm.eval(tokens[keep:])
-    logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).astype(np.float64)
-    top = logits.max()
-    return float(np.exp(logits[ends] - top).sum() / np.exp(logits - top).sum())
+    return 0.0 if hesitating(messages[-1]["content"]) else end_probability(llm, ends)
 
 
 # --- the policy ------------------------------------------------------------------------------------------
@@ -192,7 +213,10 @@ class TurnOptions:
     audio_complete: float = 0.5  # smart-turn's own threshold; used alone when there is no text to read
     audio_incomplete: float = 0.1  # below: unfinished by ear (a fast end needs the ear not to object)
     text_complete: float = 0.1
-    text_incomplete: float = 0.05
+    # Below: unfinished by the text. Pauses that were not an end read <= 0.018 (0.035 once, misheard in noise);
+    # finished turns that Whisper misheard, or statements the model expects more of, read 0.017-0.031: at 0.05 they
+    # waited 3 s (bench.turn --app), at 0.02 most of them wait the 700 ms of the unsure case.
+    text_incomplete: float = 0.02
     context_ms: float = 500.0  # audio before the phrase that smart-turn hears (pipecat's pre_speech_ms)
     # Without a language model reading the words, may the ear alone end a turn fast (pipecat's way)? Not by
     # default: by ear alone 32 of 108 pause runs ended early ("Hello, | my name is Anna" lost its second half in
@@ -214,12 +238,15 @@ class TurnOptions:
         With a text: finished by the text and the ear does not object -> `complete_ms`; unfinished by the text,
         or unsure text and unfinished by ear -> `incomplete_ms`; else FALLBACK_MS. Without one (pipecat's way):
         finished by ear -> `complete_ms` (with `ear_alone_ends_fast`), unfinished -> `incomplete_ms`, else
-        FALLBACK_MS. While the text is still
-        to come, the ear alone never ends a turn fast: FALLBACK_MS, or `incomplete_ms` if it hears "unfinished".
+        FALLBACK_MS. While the text is still to come, the turn waits for it, up to `incomplete_ms`: in the app the
+        words are read ~0.2-0.6 s into a pause, and ending at FALLBACK_MS before they were read cut 5 of 38
+        sentences at a pause of 0.8-1.5 s (bench.turn --app) that the words would have kept open.
         """
         unfinished_by_ear = audio < self.audio_incomplete
         if text is None:
-            if not reading and self.ear_alone_ends_fast and audio >= self.audio_complete:
+            if reading:  # the words are being read: wait for them (at most as long as for unfinished words)
+                return self.incomplete_ms
+            if self.ear_alone_ends_fast and audio >= self.audio_complete:
                 return self.complete_ms
             return self.incomplete_ms if unfinished_by_ear else fallback_ms
         if text < self.text_incomplete or (text < self.text_complete and unfinished_by_ear):

@@ -330,6 +330,11 @@ class PauseDetector:
         return self._n
 
     @property
+    def position(self) -> int:
+        """16 kHz samples the VAD has judged (whole frames): the end of the frame being decided, while deciding."""
+        return self._pos
+
+    @property
     def audio(self) -> np.ndarray:
         """All audio fed since reset, 16 kHz mono float32 (a read-only view; no copy)."""
         view = self._buf[: self._n]

@@ -72,6 +72,7 @@ class MiniOmni:
 
     name = "mini-omni"
     sample_rate = 24_000
+    reads_turn_end = False  # its answer starts from the audio: there is no transcript to read first
 
     def __init__(
         self,

@@ -26,6 +26,7 @@ TEST_QUESTIONS = {
     "yours": "What is yours?",
     "how_are_you": "How are you today?",
     "dragon": "Tell me a long story about a dragon.",
+    "my_name": "My name is Anna.",  # without "Hello," and its pause: one turn whatever ends turns
 }
 TEXTS = {
     "hello": "Hello there!",

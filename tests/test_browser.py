@@ -8,6 +8,8 @@ Screenshots go to test-artifacts/.
 from __future__ import annotations
 
 import base64
+import io
+import json
 import os
 import socket
 import subprocess
@@ -15,6 +17,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -72,35 +76,68 @@ def clip(*parts: str | float | np.ndarray) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-@pytest.fixture(scope="module")
-def server():
+def needs_chromium() -> None:
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} is missing: ./setup.sh --test installs it")
         pytest.skip(f"{CHROMIUM} is missing (./setup.sh --test installs it)")
     ARTIFACTS.mkdir(exist_ok=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = open(ARTIFACTS / "app.log", "w")  # noqa: SIM115 - the server writes to it until the fixture ends
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            assert process.poll() is None, (ARTIFACTS / "app.log").read_text()[-3000:]
-            time.sleep(1)
-    else:
-        process.kill()
+
+
+@dataclass
+class App:
+    """`python app.py` as a user starts it, on a free port, with its conversations in DATABASE (a test's own);
+    `stop` and `start` again is a server restart (same address, same files)."""
+
+    database: Path
+    log_name: str = "app.log"
+    port: int = 0
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> str:
+        if not self.port:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                self.port = s.getsockname()[1]
+        env = {
+            **os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(self.port),
+            "GRADIO_ANALYTICS_ENABLED": "False", "OMNI_DB_URL": f"sqlite:///{self.database}",
+        }
+        log = open(ARTIFACTS / self.log_name, "a")  # noqa: SIM115 - the server writes to it until it stops
+        self.process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()  # the server has its own copy
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(self.url, timeout=2)
+                return self.url
+            except OSError:
+                assert self.process.poll() is None, (ARTIFACTS / self.log_name).read_text()[-3000:]
+                time.sleep(1)
+        self.stop()
         pytest.fail("the app did not start in 180 s")
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:  # uvicorn waits for open connections (a page left open)
+                self.process.kill()
+                self.process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    needs_chromium()
+    (ARTIFACTS / "app.log").unlink(missing_ok=True)
+    app = App(tmp_path_factory.mktemp("data") / "omni.db")
+    yield app.start()
+    app.stop()
 
 
 CHROMIUM_ARGS = [
@@ -110,28 +147,38 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture
-def browsers(server, tmp_path):
-    """open_page(clips, browser=0): a page of the app in browser number BROWSER (each its own fresh profile, so
-    each is a different person to the app: its own cookie, session and recordings)."""
+def profiles(tmp_path):
+    """open_page(url, clips, browser=0): a page at URL in browser number BROWSER (each its own fresh profile, so
+    each is a different person to the app: its own cookie, session, recordings and conversations)."""
     from playwright.sync_api import sync_playwright
 
+    needs_chromium()
     contexts: dict[int, object] = {}
 
-    def open_page(clips: list[str], browser: int = 0):
+    def open_page(url: str, clips: list[str], browser: int = 0):
         if browser not in contexts:
             contexts[browser] = p.chromium.launch_persistent_context(
                 str(tmp_path / f"chromium-profile-{browser}"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
             )
         page = contexts[browser].new_page()
         page.add_init_script(FAKE_MIC % ("[" + ",".join(f'"{c}"' for c in clips) + "]"))
-        page.goto(server)
+        page.goto(url)
         page.wait_for_selector("#mic .record-button", timeout=30_000)
+        # The page has loaded the browser's conversations. Pressed sooner, Gradio 6.31's streaming recorder may not
+        # have loaded its wav encoder yet ("ge is not a constructor") and the microphone never streams.
+        page.wait_for_selector("#conversations label", timeout=30_000)
         return page
 
     with sync_playwright() as p:
         yield open_page
         for context in contexts.values():
             context.close()
+
+
+@pytest.fixture
+def browsers(server, profiles):
+    """open_page(clips, browser=0): a page of the app started for this module (see `profiles`)."""
+    return lambda clips, browser=0: profiles(server, clips, browser)
 
 
 @pytest.fixture
@@ -299,3 +346,60 @@ def test_two_people_at_once_each_hear_only_their_own(browsers, server):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(url, timeout=5)  # a bare URL, no cookie
         assert refused.value.code == 404
+
+
+def conversation_titles(page) -> list[str]:
+    return page.locator("#conversations label").all_inner_texts()
+
+
+def test_a_restart_between_two_turns_loses_nothing(profiles, tmp_path):
+    """Say your name, restart the server, open the app again in the same browser: the chat is back with its
+    recordings, and the next answer still knows the name. Then export the conversation and delete it."""
+    app = App(tmp_path / "omni.db", log_name="app-restart.log")
+    (ARTIFACTS / app.log_name).unlink(missing_ok=True)
+    try:
+        url = app.start()
+        page = profiles(url, [clip(1.5, "my_name", 20.0), clip(30.0)])
+        page.get_by_label("Let me interrupt").uncheck()  # half duplex: one turn, then the microphone waits
+        page.click("#mic .record-button")
+        wait_for(lambda: recording(page), 10, "recording to start")
+        wait_for(lambda: not recording(page), 30, "the end of the turn")
+        page.evaluate("() => { window.__clip = 1; }")  # silence when the microphone comes back
+        wait_for(lambda: audio_players(page, "bot") == 1, 60, "the reply's audio in the chat")
+        page.click("text=Stop conversation")
+        said, heard = text_of(page, "user"), text_of(page, "bot")
+        assert "anna" in said.lower() and "replied in" in heard
+        wait_for(lambda: any(" · 1 turn · " in t for t in conversation_titles(page)), 10, "the conversation listed")
+        page.close()
+
+        app.stop()
+        app.start()  # a new process: nothing of the conversation is left in memory
+
+        page = profiles(url, [clip(1.5, "what_name", 30.0)])  # the same browser: its cookie
+        wait_for(lambda: audio_players(page, "bot") == 1, 30, "the chat restored")
+        assert text_of(page, "user") == said and text_of(page, "bot") == heard  # every turn, as it was shown
+        assert audio_players(page, "user") == 1
+        urls = audio_urls(page, "user") + audio_urls(page, "bot")
+        assert len(urls) == 2 and all(page.request.get(u).status == 200 for u in urls)  # its recordings, still its own
+        page.get_by_label("Let me interrupt").uncheck()
+        page.click("#mic .record-button")
+        wait_for(lambda: text_of(page, "bot").count("replied in") >= 2, 90, "the answer after the restart")
+        assert "what is my name" in text_of(page, "user").lower()
+        answer = text_of(page, "bot").split("replied in")[-2]
+        assert "anna" in answer.lower(), answer  # it remembers the turn from before the restart
+        page.click("text=Stop conversation")
+        page.screenshot(path=str(ARTIFACTS / "restored.png"), full_page=True)
+
+        with page.expect_download() as download:
+            page.click("text=Export (zip)")
+        archive = zipfile.ZipFile(io.BytesIO(Path(download.value.path()).read_bytes()))
+        transcript = json.loads(archive.read("transcript.json"))
+        assert [t["index"] for t in transcript["turns"]] == [0, 1] and len(archive.namelist()) == 5
+
+        page.once("dialog", lambda dialog: dialog.accept())  # "Delete this conversation and its recordings?"
+        page.get_by_role("button", name="Delete", exact=True).click()
+        wait_for(lambda: audio_players(page, "bot") == 0, 10, "the chat emptied")
+        assert conversation_titles(page) == ["New conversation"]
+        assert all(page.request.get(u).status == 404 for u in urls)  # the recordings are gone
+    finally:
+        app.stop()

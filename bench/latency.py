@@ -24,12 +24,14 @@ import numpy as np
 from omni.audio import FRAME, SAMPLE_RATE, load_audio
 from omni.cascade import Cascade, CascadeOptions
 from omni.conversation import Conversation, ConversationOptions
+from utils.turn import TurnOptions
 from utils.vad import PauseDetectorOptions
 
 HERE = Path(__file__).parent
 CHUNK_S = 0.5  # what the browser sends per stream event
 FRAME_MS = 1000 * FRAME / SAMPLE_RATE  # the pause detector's time step (32 ms)
-TRAILING_SILENCE_S = 2.0
+# After each prompt: enough for the longest end-of-turn wait (words read unfinished) and its chunk.
+TRAILING_SILENCE_S = TurnOptions().incomplete_ms / 1000 + CHUNK_S
 PROMPTS = [HERE / "prompts" / name for name in ("hello.wav", "capital.wav", "spider.wav", "book.wav", "name_cat.wav", "japan.wav")] + [
     HERE.parent / "tests" / "data" / name for name in ("spk1_snt5.wav", "example1.wav")
 ]

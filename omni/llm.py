@@ -247,7 +247,7 @@ class ChatModel:
         The prompt up to the words is evaluated into SLOT's cache one step at a time (each yields None); the last
         step yields the probability. The cache then holds the prompt up to the words: a reply to USER_TEXT only
         evaluates the template's tail, and if the user goes on, the new words are evaluated after them."""
-        from utils.turn import hesitating, words_prompt
+        from utils.turn import policy_reading, words_prompt
 
         slot = slot or self.default_slot
         messages = self.prompt(history, user_text)
@@ -255,8 +255,7 @@ class ChatModel:
         tokens, ends = self._thread.call(words_prompt, self.llm, messages)
         for _ in self._eval_steps(slot, tokens[:-1]):
             yield None
-        reading = self._thread.call(self._read_end, slot, tokens, ends)
-        yield 0.0 if hesitating(user_text) else reading
+        yield policy_reading(user_text, self._thread.call(self._read_end, slot, tokens, ends))
 
     def _read_end(self, slot: ChatSlot, tokens: list[int], ends: list[int]) -> float:
         from utils.turn import end_probability

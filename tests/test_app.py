@@ -15,11 +15,17 @@ from omni.conversation import INTERRUPTED
 from omni.live import ROUTE as LIVE
 from omni.media import ROUTE, MediaStore
 from tests.conftest import collect  # noqa: F401 - shared fixtures live in conftest
+from utils.turn import TurnOptions
 
 BROWSER_RATE = 48_000
 
 
-def browser_chunks(audio: np.ndarray, trailing_silence_s: float = 2.0):
+# Long enough for the longest end-of-turn wait: chunks come faster than real time here, so the words are often
+# still being read when the silence runs out (the detector then waits up to TurnOptions.incomplete_ms).
+TRAILING_SILENCE_S = TurnOptions().incomplete_ms / 1000 + 0.5
+
+
+def browser_chunks(audio: np.ndarray, trailing_silence_s: float = TRAILING_SILENCE_S):
     """What Gradio hands the stream handler: (48000, int16 array) every 0.5 s."""
     audio = np.concatenate([audio, np.zeros(int(trailing_silence_s * SAMPLE_RATE), np.float32)])
     pcm = (soxr.resample(audio, SAMPLE_RATE, BROWSER_RATE) * 32767).astype(np.int16)

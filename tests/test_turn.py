@@ -315,3 +315,15 @@ def test_the_app_does_not_cut_a_sentence_at_its_pause(cascade, vad, smart_turn, 
         assert end is not None and end.sample >= rec.end - 200 * MS, talk.ended.verdict if talk.ended else None
     finally:
         talk.close()
+
+
+def test_the_policy_takes_fillers_as_unfinished_and_openers_as_unsure():
+    from utils.turn import policy_reading
+
+    assert policy_reading("So. Um.", 0.28) == 0.0 and policy_reading("I was thinking that, uh...", 0.4) == 0.0
+    assert policy_reading("I like rum.", 0.4) == 0.4  # a word that ends like a filler is not one
+    unsure = (OPTIONS.text_incomplete, OPTIONS.text_complete)
+    assert unsure[0] <= policy_reading("Hello.", 0.6) < unsure[1]  # "Hello, | my name is Anna"
+    assert unsure[0] <= policy_reading("Well, so", 0.3) < unsure[1]
+    assert policy_reading("Hello, my name is Anna.", 0.6) == 0.6
+    assert policy_reading("Hello.", 0.001) == 0.001  # unfinished stays unfinished

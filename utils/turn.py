@@ -120,9 +120,21 @@ _SENTENCE_ENDS = (".", "?", "!")
 _FILLER_END = re.compile(r"\b(um+|uh+|erm|er|hmm+|mm+)[\s.,?!\u2026-]*$", re.IGNORECASE)
 
 
-def hesitating(words: str) -> bool:
-    """The words end on a filler ("um", "uh", ...): the speaker is thinking, not done."""
-    return bool(_FILLER_END.search(words))
+OPENER_WORDS = 2  # "Hello," "Well, so": finished as sentences, but as often the start of one
+UNSURE = 0.05  # a reading between TurnOptions' text_incomplete and text_complete: the 700 ms rule decides
+
+
+def policy_reading(words: str, probability: float) -> float:
+    """The model's P(the words end here), as the end-of-turn policy should take it.
+
+    Words that end on a filler ("um", "uh") are a speaker thinking: 0. One or two words read finished (the model
+    gave "Hello." >= 0.1) but people pause after them and go on ("Hello, | my name is Anna" lost its second half
+    to a 0.34 s comma pause): at most unsure, so they end after 700 ms, not 256."""
+    if _FILLER_END.search(words):
+        return 0.0
+    if len(_FINAL_MARKS.sub("", words).split()) <= OPENER_WORDS:
+        return min(probability, UNSURE)
+    return probability
 _SENTINEL = "\x00user text\x00"
 
 
@@ -181,7 +193,7 @@ def text_end_probability(llm: Llama, messages: Sequence[Mapping[str, str]]) -> f
     keep = min(llm.longest_token_prefix(llm._input_ids.tolist(), tokens), len(tokens) - 1)
     llm.n_tokens = keep
     llm.eval(tokens[keep:])
-    return 0.0 if hesitating(messages[-1]["content"]) else end_probability(llm, ends)
+    return policy_reading(messages[-1]["content"], end_probability(llm, ends))
 
 
 # --- the policy ------------------------------------------------------------------------------------------

@@ -39,7 +39,18 @@ import uvicorn
 from fastapi import FastAPI
 from gradio.route_utils import get_root_url
 
-from omni import NoSpeechError, SpeechModel, add_model_arguments, load_speech_model, use_model_arguments
+from omni import (
+    Audio,
+    Finished,
+    Heartbeat,
+    NoSpeechError,
+    SpeechModel,
+    TextDelta,
+    Transcript,
+    add_model_arguments,
+    load_speech_model,
+    use_model_arguments,
+)
 from omni.audio import SAMPLE_RATE, to_int16
 from omni.conversation import INTERRUPTED, Conversation, ConversationOptions
 from omni.history import EXPORT, History
@@ -299,33 +310,34 @@ class VoiceChat:
         interruptions = conversation.interruptions
         try:
             for chunk in conversation.reply(heartbeat_s=HEARTBEAT_S):
-                if chunk.empty:
-                    if not text and getattr(conversation.model, "waiting", 0) and assistant["content"] != [BUSY_NOTE]:
-                        assistant["content"] = [BUSY_NOTE]  # someone else's reply has the model: say so
+                match chunk:
+                    case Heartbeat():
+                        waiting = getattr(conversation.model, "waiting", 0)
+                        if not text and waiting and assistant["content"] != [BUSY_NOTE]:
+                            assistant["content"] = [BUSY_NOTE]  # someone else's reply has the model: say so
+                            yield state.chat, state, gr.skip()
+                    case Finished(finished):
+                        timings = {k: round(v) for k, v in finished.timings.items()}
+                        log.info("turn %d: %s %s", turn, timings, json.dumps({"timing": state.session}))
+                    case Transcript(transcript):
+                        user["content"].append(transcript)
+                        understood = True
                         yield state.chat, state, gr.skip()
-                elif chunk.turn is not None:
-                    finished = chunk.turn
-                    timings = {k: round(v) for k, v in chunk.turn.timings.items()}
-                    log.info("turn %d: %s %s", turn, timings, json.dumps({"timing": state.session}))
-                elif chunk.transcript is not None:
-                    user["content"].append(chunk.transcript)
-                    understood = True
-                    yield state.chat, state, gr.skip()
-                elif chunk.text is not None:
-                    text += chunk.text
-                    assistant["content"] = [text]
-                    yield state.chat, state, gr.skip()
-                elif chunk.audio is not None:
-                    if first_audio_s is None:
-                        first_audio_s = time.time() - state.turn_ended_at
-                        # Wall-clock times (ms since the epoch), for bench.browser to line up with the page's clock.
-                        timing = {"end_of_turn": state.turn_ended_at * 1000, "first_audio": time.time() * 1000}
-                        log.info(
-                            "turn %d: first reply audio %.0f ms after the end of the turn %s",
-                            turn, first_audio_s * 1000, json.dumps({"timing": state.session, **timing}),
-                        )
-                    live.write(chunk.audio)
-                    spoken = True
+                    case TextDelta(delta):
+                        text += delta
+                        assistant["content"] = [text]
+                        yield state.chat, state, gr.skip()
+                    case Audio(pcm):
+                        if first_audio_s is None:
+                            first_audio_s = time.time() - state.turn_ended_at
+                            # Wall-clock times (ms since the epoch), for bench.browser to line up with the page's clock.
+                            timing = {"end_of_turn": state.turn_ended_at * 1000, "first_audio": time.time() * 1000}
+                            log.info(
+                                "turn %d: first reply audio %.0f ms after the end of the turn %s",
+                                turn, first_audio_s * 1000, json.dumps({"timing": state.session, **timing}),
+                            )
+                        live.write(pcm)
+                        spoken = True
         except NoSpeechError:
             state.chat = [m for m in state.chat if m is not user and m is not assistant]
             gr.Info("No words heard. I'm still listening.")

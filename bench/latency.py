@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from omni import Audio, Finished
 from omni.audio import FRAME, SAMPLE_RATE, load_audio
 from omni.cascade import Cascade, CascadeOptions
 from omni.conversation import Conversation, ConversationOptions
@@ -82,11 +83,12 @@ def run_turn(model: Cascade, conversation: Conversation, audio: np.ndarray, name
     first_audio_at = None
     turn = None
     for reply_chunk in conversation.reply():
-        if reply_chunk.audio is not None and first_audio_at is None:
-            first_audio_at = time.perf_counter()
-            started_at = conversation.reply_started_at
-        if reply_chunk.turn is not None:
-            turn = reply_chunk.turn
+        match reply_chunk:
+            case Audio() if first_audio_at is None:
+                first_audio_at = time.perf_counter()
+                started_at = conversation.reply_started_at
+            case Finished():
+                turn = reply_chunk.turn
     assert turn is not None and first_audio_at is not None
     timings = turn.timings
     asr_done_at = started_at + timings["asr_ms"] / 1000

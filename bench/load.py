@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.latency import CHUNK_S, PROMPTS, TRAILING_SILENCE_S
+from omni import Audio, Finished
 from omni.audio import SAMPLE_RATE, load_audio
 from omni.cascade import Cascade, CascadeOptions
 from omni.conversation import Conversation
@@ -74,11 +75,12 @@ def person(model: Cascade, sessions: int, index: int, options: LoadOptions, out:
         first_audio_at = None
         try:
             for chunk in conversation.reply():
-                if chunk.audio is not None:
-                    first_audio_at = first_audio_at or time.perf_counter()
-                    result.reply_s += len(chunk.audio) / model.sample_rate
-                if chunk.turn is not None:
-                    result.reply_text, result.timings = chunk.turn.reply_text, chunk.turn.timings
+                match chunk:
+                    case Audio(pcm):
+                        first_audio_at = first_audio_at or time.perf_counter()
+                        result.reply_s += len(pcm) / model.sample_rate
+                    case Finished(finished):
+                        result.reply_text, result.timings = finished.reply_text, finished.timings
         except Exception as e:  # noqa: BLE001 - a failed turn is a result too; the person goes on
             result.error = f"{type(e).__name__}: {e}"
         if first_audio_at is not None:

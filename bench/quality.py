@@ -35,6 +35,7 @@ import jiwer
 import numpy as np
 from whisper_normalizer.english import EnglishTextNormalizer
 
+from omni import Audio, Finished
 from omni.asr import AsrOptions
 from omni.audio import SAMPLE_RATE, load_audio
 from omni.cascade import Cascade, CascadeOptions, CascadeSession, run
@@ -150,10 +151,11 @@ def run_app(conversation: Conversation, dialog: list[Item], realtime: bool) -> I
         phrases = len(conversation.phrase_breaks()) + 1
         first_audio_at, turn = None, None
         for chunk in conversation.reply():
-            if chunk.audio is not None and first_audio_at is None:
-                first_audio_at = time.perf_counter()
-            if chunk.turn is not None:
-                turn = chunk.turn
+            match chunk:
+                case Audio() if first_audio_at is None:
+                    first_audio_at = time.perf_counter()
+                case Finished():
+                    turn = chunk.turn
         conversation.played()
         assert turn is not None and first_audio_at is not None, item.id
         yield result(
@@ -174,8 +176,9 @@ def run_cli(model: Cascade, dialog: list[Item]) -> Iterable[TurnResult]:
     for item in dialog:
         turn = None
         for chunk in model.respond(item.audio(), SAMPLE_RATE, history):
-            if chunk.turn is not None:
-                turn = chunk.turn
+            match chunk:
+                case Finished():
+                    turn = chunk.turn
         assert turn is not None, item.id
         history.extend(turn.messages())
         yield result(

@@ -7,15 +7,33 @@ import logging
 import os
 import time
 
-from omni.speech_model import Message, NoSpeechError, ReplyChunk, SpeechModel, Turn
+from omni.speech_model import (
+    Audio,
+    Finished,
+    Heartbeat,
+    Message,
+    NoSpeechError,
+    ReplyChunk,
+    SpeechModel,
+    TextDelta,
+    Transcript,
+    Turn,
+    WordsEnd,
+)
 
 __all__ = [
     "MODELS",
+    "Audio",
+    "Finished",
+    "Heartbeat",
     "Message",
     "NoSpeechError",
     "ReplyChunk",
     "SpeechModel",
+    "TextDelta",
+    "Transcript",
     "Turn",
+    "WordsEnd",
     "add_model_arguments",
     "load_speech_model",
     "use_model_arguments",

@@ -21,7 +21,18 @@ from omni.clauses import ClauseSplitter
 from omni.llm import ChatModel, ChatSlot, LlmOptions
 from omni.memory import release_freed_memory
 from omni.scheduler import LISTENING, URGENT, ComputeQueue
-from omni.speech_model import Message, NoSpeechError, ReplyChunk, Turn
+from omni.speech_model import (
+    Audio,
+    Finished,
+    Heartbeat,
+    Message,
+    NoSpeechError,
+    ReplyChunk,
+    TextDelta,
+    Transcript,
+    Turn,
+    WordsEnd,
+)
 from omni.tts import Speaker
 
 T = TypeVar("T")
@@ -172,13 +183,13 @@ class CascadeSession:
     ) -> Generator[ReplyChunk, None, T]:
         """WORK() as one turn of the compute queue (`yield from` it: it returns what WORK returns).
 
-        While it waits for its turn it yields an empty chunk every WAIT_S, so that a reply waiting behind others
+        While it waits for its turn it yields a `Heartbeat` every WAIT_S, so that a reply waiting behind others
         can still be closed (cancelled) at once. With KEEP, the turn is kept for this conversation's next step."""
         queue = self.cascade.queue
         ticket = queue.ask(self, priority())
         try:
             while not queue.wait(ticket, WAIT_S, priority()):
-                yield ReplyChunk()
+                yield Heartbeat()
         except BaseException:  # closed while waiting
             queue.withdraw(ticket)
             raise
@@ -283,12 +294,12 @@ class CascadeSession:
         mark("asr_ms")
         if not transcript:
             raise NoSpeechError("No words were heard.")
-        yield ReplyChunk(transcript=transcript)
+        yield Transcript(transcript)
         if self.reads_turn_end:
             # Has the user finished? Listening ahead has often read these very words already.
             words_end = yield from self._read(history, transcript, lead)
             mark("words_end_ms")
-            yield ReplyChunk(words_end=words_end)
+            yield WordsEnd(words_end)
 
         reply: list[str] = []
         splitter = ClauseSplitter(cascade.options.first_clause_words)
@@ -303,7 +314,7 @@ class CascadeSession:
                     mark("first_audio_ms")
                     first_audio_at = first_audio_at or time.perf_counter()
                     spoken_s += len(pcm) / self.sample_rate
-                    yield ReplyChunk(audio=pcm, spoken="" if i else piece)
+                    yield Audio(pcm, "" if i else piece)
 
         # Writing and speaking take turns, one step at a time: on two cores, llama.cpp's two threads and piper
         # running side by side slowed generation from ~24 to ~11 tokens/s, and both stay far ahead of playback.
@@ -319,7 +330,7 @@ class CascadeSession:
                     writing_s += time.perf_counter() - t
                 reply.append(delta)
                 # Every token is yielded: the caller sees the text grow, and can cancel between tokens.
-                yield ReplyChunk(text=delta)
+                yield TextDelta(delta)
                 yield from speak(splitter.push(delta))
                 t = time.perf_counter()
         finally:
@@ -330,4 +341,4 @@ class CascadeSession:
         timings["tokens"] = len(reply)
         timings["tokens_per_s"] = (len(reply) - 1) / writing_s if writing_s > 0 else 0.0
         timings["tts_rtf"] = synth_s / spoken_s if spoken_s else 0.0
-        yield ReplyChunk(turn=Turn(transcript, "".join(reply).strip(), timings))
+        yield Finished(Turn(transcript, "".join(reply).strip(), timings))

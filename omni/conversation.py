@@ -21,7 +21,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from omni.audio import SAMPLE_RATE
-from omni.speech_model import Message, ReplyChunk, SpeechModel
+from omni.speech_model import (
+    Audio,
+    Finished,
+    Heartbeat,
+    Message,
+    ReplyChunk,
+    SpeechModel,
+    TextDelta,
+    Transcript,
+    WordsEnd,
+)
 from utils.turn import SmartTurn
 from utils.vad import PauseDetector, PauseDetectorOptions, SileroVad, VadEvent
 
@@ -99,12 +109,12 @@ class BackgroundReply:
         return not self._thread.is_alive()
 
     def chunks(self, heartbeat_s: float | None = None) -> Iterator[ReplyChunk]:
-        """The reply's chunks as they come; with HEARTBEAT_S, an empty ReplyChunk() whenever none came for that long."""
+        """The reply's chunks as they come; with HEARTBEAT_S, a `Heartbeat` whenever none came for that long."""
         while not self._cancelled.is_set():
             try:
                 item = self._queue.get(timeout=heartbeat_s)
             except queue.Empty:
-                yield ReplyChunk()
+                yield Heartbeat()
                 continue
             if item is _DONE:
                 return
@@ -315,7 +325,7 @@ class Conversation:
 
     def _speculate(self, pause: VadEvent) -> None:
         """Start answering at a pause, as if the turn ended there. The answer first reads the words, which the
-        detector waits for to end the turn (`words_end`)."""
+        detector waits for to end the turn (`WordsEnd`)."""
         if self._speculation:
             self._speculation.cancel()
         # Not the audio that listening ahead heard last, though it may hold every word: cut at a chunk boundary
@@ -323,14 +333,20 @@ class Conversation:
         audio = self.turn_audio(pause.sample)
         turn, until = self._turns, self._turn_start() + audio.size
         chunks = self.model.respond(audio, SAMPLE_RATE, list(self.history), self.phrase_breaks())
-        self._speculation = BackgroundReply(chunks, observe=lambda chunk: self._read(turn, until, chunk.words_end))
+
+        def observe(chunk: ReplyChunk) -> None:
+            match chunk:
+                case WordsEnd(probability):
+                    self._read(turn, until, probability)
+
+        self._speculation = BackgroundReply(chunks, observe=observe)
 
     def reply(self, heartbeat_s: float | None = None) -> Iterator[ReplyChunk]:
         """Answer the turn that just ended (or whatever was heard so far), then listen for the next one.
 
         Raises `NoSpeechError` when there was nothing to answer. The finished exchange is added to the history;
         a cancelled one is not (see `cancel`), an interrupted one only as far as it was heard (see `interrupt`).
-        With HEARTBEAT_S, an empty chunk comes whenever the model has been quiet that long (a streaming output
+        With HEARTBEAT_S, a `Heartbeat` comes whenever the model has been quiet that long (a streaming output
         may need a nudge to pass on what it holds).
         """
         with self._lock:
@@ -343,23 +359,24 @@ class Conversation:
             self.detector.barge_in = self.options.barge_in
         try:
             for chunk in reply.chunks(heartbeat_s):
-                if chunk.words_end is not None:
-                    continue  # for the detector (see `_answer`), not for the reply's readers
+                if isinstance(chunk, WordsEnd):
+                    continue  # for the detector (see `_speculate`), not for the reply's readers
                 with self._lock:
                     if reply.cancelled:
                         return
-                    if chunk.transcript is not None:
-                        spoken.transcript = chunk.transcript
-                    elif chunk.text is not None:
-                        spoken.text += chunk.text
-                    elif chunk.audio is not None:
-                        spoken.first_audio_at = spoken.first_audio_at or time.perf_counter()
-                        spoken.add_audio(len(chunk.audio) / self.model.sample_rate, chunk.spoken)
-                    elif chunk.turn is not None:
-                        self.history.extend(chunk.turn.messages())
-                        spoken.in_history = True
-                        if spoken.first_audio_at is None:
-                            self.played()  # nothing will play: back to normal listening now
+                    match chunk:
+                        case Transcript(text):
+                            spoken.transcript = text
+                        case TextDelta(text):
+                            spoken.text += text
+                        case Audio(pcm, words):
+                            spoken.first_audio_at = spoken.first_audio_at or time.perf_counter()
+                            spoken.add_audio(len(pcm) / self.model.sample_rate, words)
+                        case Finished(turn):
+                            self.history.extend(turn.messages())
+                            spoken.in_history = True
+                            if spoken.first_audio_at is None:
+                                self.played()  # nothing will play: back to normal listening now
                 yield chunk
         except BaseException:
             self.played()  # a failed reply will not be played

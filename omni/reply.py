@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from omni import NoSpeechError, add_model_arguments, load_speech_model, use_model_arguments
+from omni import Audio, Finished, NoSpeechError, add_model_arguments, load_speech_model, use_model_arguments
 from omni.audio import SAMPLE_RATE, AudioError, load_audio
 from omni.models import ModelError
 from omni.wav import write_wav
@@ -35,17 +35,18 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         model = load_speech_model(args.model)
         load_ms = (time.perf_counter() - start) * 1000
-        pcm, result = [], None
+        pieces, result = [], None
         for chunk in model.respond(audio, SAMPLE_RATE, []):
-            if chunk.audio is not None:
-                pcm.append(chunk.audio)
-            if chunk.turn is not None:
-                result = chunk.turn
+            match chunk:
+                case Audio(pcm):
+                    pieces.append(pcm)
+                case Finished(turn):
+                    result = turn
     except (AudioError, ModelError, NoSpeechError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, (AudioError, NoSpeechError)) else 1
     assert result is not None
-    write_wav(args.out, np.concatenate(pcm) if pcm else np.zeros(0, np.int16), model.sample_rate)
+    write_wav(args.out, np.concatenate(pieces) if pieces else np.zeros(0, np.int16), model.sample_rate)
     report = {
         "transcript": result.transcript,
         "reply_text": result.reply_text,

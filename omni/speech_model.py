@@ -1,15 +1,16 @@
 """The one streaming interface every speech-in -> speech-out model implements.
 
 A model hears one user turn (mono float32 PCM) plus the text history of the conversation and yields
-`ReplyChunk`s as soon as each piece exists: first the transcript of what the user said, then text deltas and
-PCM audio of the reply, interleaved, and finally one chunk carrying the finished `Turn`.
+`ReplyChunk`s as soon as each piece exists: first the `Transcript` of what the user said, then the reply's
+`TextDelta`s and `Audio`, interleaved, and finally `Finished` with the finished `Turn`. Each kind of chunk is a
+type of its own; readers `match` on them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypedDict, runtime_checkable
+from typing import Literal, Protocol, TypeAlias, TypedDict, runtime_checkable
 
 import numpy as np
 
@@ -37,24 +38,53 @@ class Turn:
         ]
 
 
-@dataclass(eq=False)
-class ReplyChunk:
-    """A piece of a reply. Exactly one of the fields is set on each chunk (none: a heartbeat, see Conversation)."""
+@dataclass(frozen=True)
+class Transcript:
+    """The user's words, once known: the first chunk of a reply."""
 
-    transcript: str | None = None  # the user's words, once known (first chunk of a turn)
-    text: str | None = None  # a delta of the reply text
-    audio: np.ndarray | None = None  # mono int16 PCM at `SpeechModel.sample_rate`
-    turn: Turn | None = None  # the last chunk: the finished exchange
-    # Right after the transcript, from a model that reads it (`reads_turn_end`): its probability that the user's
-    # words end where the transcript does. The conversation's pause detector uses it; readers of replies never see it.
-    words_end: float | None = None
-    # On audio chunks, when the model knows: the words this audio starts to say ("" = more of the same words).
-    # It lets an interrupted reply be cut to what the user actually heard.
-    spoken: str | None = None
+    text: str
 
-    @property
-    def empty(self) -> bool:
-        return all(v is None for v in (self.transcript, self.text, self.audio, self.turn, self.words_end))
+
+@dataclass(frozen=True)
+class TextDelta:
+    """The next piece of the reply's text."""
+
+    text: str
+
+
+@dataclass(frozen=True, eq=False)
+class Audio:
+    """The next piece of the reply's speech: mono int16 PCM at `SpeechModel.sample_rate`.
+
+    `words`, where the model knows them: the words this audio starts to say ("" = more of the same words). They let
+    an interrupted reply be cut to what the user actually heard."""
+
+    pcm: np.ndarray
+    words: str | None = None
+
+
+@dataclass(frozen=True)
+class WordsEnd:
+    """Right after the transcript, from a model that `reads_turn_end`: its probability that the user's words end
+    where the transcript does. The conversation's pause detector uses it; readers of a reply never see it."""
+
+    probability: float
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The last chunk of a reply: the finished exchange."""
+
+    turn: Turn
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Nothing new yet: the model is waiting for its turn or quiet (it lets a reader cancel, or say "you are next")."""
+
+
+# A piece of a reply, one of the types above.
+ReplyChunk: TypeAlias = Transcript | TextDelta | Audio | WordsEnd | Finished | Heartbeat
 
 
 class NoSpeechError(ValueError):
@@ -67,7 +97,7 @@ class SpeechModel(Protocol):
 
     name: str
     sample_rate: int  # of the reply audio
-    # True: `respond` follows the transcript with a `words_end` chunk, the model's reading of whether the user has
+    # True: `respond` follows the transcript with a `WordsEnd` chunk, the model's reading of whether the user has
     # finished, which lets the pause detector end a finished turn after ~1/4 s of silence.
     reads_turn_end: bool
 

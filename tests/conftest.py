@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from omni import Audio, Finished, TextDelta, Transcript
 from omni.audio import load_audio
 
 DATA = Path(__file__).parent / "data"
@@ -55,18 +56,19 @@ def collect(chunks) -> dict:
     """Read a whole reply: transcript, text, audio, the turn, and the order chunks came in."""
     out = {"transcript": None, "text": "", "audio": [], "turn": None, "order": []}
     for chunk in chunks:
-        if chunk.transcript is not None:
-            out["transcript"] = chunk.transcript
-            out["order"].append("transcript")
-        if chunk.text is not None:
-            out["text"] += chunk.text
-            out["order"].append("text")
-        if chunk.audio is not None:
-            out["audio"].append(chunk.audio)
-            out["order"].append("audio")
-        if chunk.turn is not None:
-            out["turn"] = chunk.turn
-            out["order"].append("turn")
+        match chunk:
+            case Transcript(text):
+                out["transcript"] = text
+                out["order"].append("transcript")
+            case TextDelta(text):
+                out["text"] += text
+                out["order"].append("text")
+            case Audio(pcm):
+                out["audio"].append(pcm)
+                out["order"].append("audio")
+            case Finished(turn):
+                out["turn"] = turn
+                out["order"].append("turn")
     return out
 
 

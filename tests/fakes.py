@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from omni.audio import FRAME, SAMPLE_RATE
-from omni.speech_model import Message, NoSpeechError, ReplyChunk, Turn
+from omni.speech_model import Audio, Finished, Message, NoSpeechError, ReplyChunk, TextDelta, Transcript, Turn, WordsEnd
 from utils.vad import SileroVad
 
 LOUD = 0.3  # amplitude of the fake "speech": a tone
@@ -93,18 +93,18 @@ class ScriptedModel:
         self.running += 1
         try:
             time.sleep(self.wait_s)
-            yield ReplyChunk(transcript=transcript)
+            yield Transcript(transcript)
             if self.words_end is not None:
-                yield ReplyChunk(words_end=self.words_end)
+                yield WordsEnd(self.words_end)
             said = ""
             for word in self.reply.split(" "):
                 time.sleep(self.delay_s)
                 piece = word + " "
                 said += piece
-                yield ReplyChunk(text=piece)
+                yield TextDelta(piece)
                 if word.endswith((".", "?", "!")):
-                    yield ReplyChunk(audio=np.zeros(int(self.audio_s * self.sample_rate), np.int16), spoken=said.strip())
+                    yield Audio(np.zeros(int(self.audio_s * self.sample_rate), np.int16), said.strip())
                     said = ""
-            yield ReplyChunk(turn=Turn(transcript, self.reply, {"first_audio_ms": 0.0}))
+            yield Finished(Turn(transcript, self.reply, {"first_audio_ms": 0.0}))
         finally:
             self.running -= 1

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+from omni import Audio, TextDelta
 from omni.audio import SAMPLE_RATE, prepare
 from omni.llm import ChatSlot
 from omni.speech_model import NoSpeechError, SpeechModel
@@ -73,7 +74,7 @@ def test_48k_stereo_int16_question(cascade, say):
 def test_closing_the_reply_stops_generation(cascade, say):
     chunks = cascade.respond(say("Tell me a long story about a dragon."), SAMPLE_RATE, [])
     for chunk in chunks:
-        if chunk.audio is not None:
+        if isinstance(chunk, Audio):
             break
     start = time.perf_counter()
     chunks.close()
@@ -149,7 +150,7 @@ def test_two_conversations_keep_their_own_caches(cascade, say):
             chunk = next(reply, None)
             if chunk is None:
                 del replies[i]
-            elif chunk.text:
+            elif isinstance(chunk, TextDelta):
                 texts[i] += chunk.text
     assert "anna" in texts[0].lower(), texts
     assert "eight" in texts[1].lower() or "8" in texts[1], texts

@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from omni import Audio, Finished, TextDelta, Transcript
 from omni.audio import load_audio
 from omni.mini_omni import CheckpointMismatchError, GenerationSettings, MiniOmni, MissingCheckpointError, load
 from omni.mini_omni.generate import generate, prompt_tokens
@@ -114,17 +115,18 @@ def test_streaming_reply(model: MiniOmni, speech: np.ndarray) -> None:
     assert (model.name, model.sample_rate) == ("mini-omni", 24000)
     chunks = list(model.respond(speech, 16000, [{"role": "user", "content": "ignored: single-turn"}]))
 
-    assert chunks[0].transcript  # the model's own ASR of the question, 4 tokens at most here
-    assert all(sum(f is not None for f in (c.transcript, c.text, c.audio, c.turn)) == 1 for c in chunks)
-    turn = chunks[-1].turn
-    assert turn is not None and turn.transcript == chunks[0].transcript
-    middle = chunks[1:-1]
-    deltas = [c.text for c in middle if c.text is not None]
+    transcript, finished, middle = chunks[0], chunks[-1], chunks[1:-1]
+    assert isinstance(transcript, Transcript) and transcript.text  # the model's own ASR, 4 tokens at most here
+    assert all(isinstance(c, TextDelta | Audio) for c in middle)
+    assert isinstance(finished, Finished)
+    turn = finished.turn
+    assert turn.transcript == transcript.text
+    deltas = [c.text for c in middle if isinstance(c, TextDelta)]
     assert deltas and "".join(deltas).strip() == turn.reply_text != ""
 
     # 24 steps with no end of audio: frames 0..16 are complete (stream 6 runs 7 steps late), played 4 at a time
     # as soon as one more frame exists after them, the rest at the end.
-    audio = [c.audio for c in middle if c.audio is not None]
+    audio = [c.pcm for c in middle if isinstance(c, Audio)]
     assert all(a.dtype == np.int16 and a.ndim == 1 for a in audio)
     assert [a.size for a in audio] == [4 * FRAME_SAMPLES] * 4 + [FRAME_SAMPLES]
     assert set(turn.timings) == {"encoder_ms", "asr_ms", "first_token_ms", "first_audio_ms", "total_ms"}
@@ -181,7 +183,7 @@ def test_end_tokens_and_stream_delays(model: MiniOmni, speech: np.ndarray, monke
     assert turn.transcript == tokenizer.decode(picked_transcript[:transcript_steps]).strip()
     assert turn.reply_text == tokenizer.decode(picked_text[:text_steps]).strip()
 
-    audio = [ch.audio for ch in chunks if ch.audio is not None]
+    audio = [ch.pcm for ch in chunks if isinstance(ch, Audio)]
     assert [a.size for a in audio] == [4 * FRAME_SAMPLES, 3 * FRAME_SAMPLES]
     # The first decode sees frames 0..4 (4 to play, 1 of lookahead). Stream j of frame f wrote (7f + j) % 64;
     # SNAC levels take streams [0], [1, 4], [2, 3, 5, 6] of each frame, in that order.
@@ -207,8 +209,8 @@ def test_closing_stops_generation(model: MiniOmni, speech: np.ndarray, monkeypat
     calls = []
     monkeypatch.setattr(model.gpt, "forward", lambda *args: calls.append(1) or forward(*args))
     reply = model.respond(speech, 16000, [])
-    first_audio = next(chunk for chunk in reply if chunk.audio is not None)
-    assert first_audio.audio.size == 4 * FRAME_SAMPLES
+    first_audio = next(chunk for chunk in reply if isinstance(chunk, Audio))
+    assert first_audio.pcm.size == 4 * FRAME_SAMPLES
     made = len(calls)
     reply.close()
     assert len(calls) == made < 20

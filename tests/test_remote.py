@@ -27,6 +27,7 @@ import uvicorn
 from fastapi import FastAPI, Form, UploadFile
 from fastapi.responses import StreamingResponse
 
+from omni import Audio, TextDelta
 from omni.asr import Transcriber
 from omni.audio import SAMPLE_RATE, load_audio, prepare
 from omni.cascade import Cascade
@@ -167,7 +168,7 @@ def test_closing_the_reply_stops_the_server_within_300_ms(llm_server, asr, tts, 
     llm = RemoteChatModel(llm_server.url, MODEL, options=LlmOptions(max_tokens=2000))
     chunks = Cascade(asr, llm, tts).respond(say("Tell me a long story about a dragon."), SAMPLE_RATE, [])
     for chunk in chunks:
-        if chunk.audio is not None:
+        if isinstance(chunk, Audio):
             break
     closed_at = time.monotonic()
     chunks.close()
@@ -239,7 +240,7 @@ def test_a_server_that_hangs_mid_reply_times_out_and_the_next_turn_works(llm_ser
     try:
         with pytest.raises(RemoteModelError, match="sent nothing for 1 s"):
             for chunk in conversation.reply():
-                if chunk.text and not hung:
+                if isinstance(chunk, TextDelta) and not hung:
                     llm_server.process.send_signal(signal.SIGSTOP)  # the engine hangs mid-reply
                     hung = True
     finally:

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from omni import Audio
 from omni.audio import SAMPLE_RATE
 from omni.conversation import INTERRUPTED, Conversation, ConversationOptions
 from omni.speech_model import NoSpeechError
@@ -104,7 +105,7 @@ def test_talking_over_the_reply_cuts_it_and_keeps_what_was_heard():
     say(talk, np.concatenate([speech(1.0), silence(1.0)]))
     reply = talk.reply()
     for chunk in reply:
-        if chunk.audio is not None:
+        if isinstance(chunk, Audio):
             break
     assert talk.speaking
     kinds = say(talk, speech(1.0))

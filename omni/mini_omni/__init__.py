@@ -20,7 +20,7 @@ from snac import SNAC
 from tokenizers import Tokenizer
 
 from omni.audio import SAMPLE_RATE, prepare
-from omni.speech_model import Message, NoSpeechError, ReplyChunk, Turn
+from omni.speech_model import Audio, Finished, Message, NoSpeechError, ReplyChunk, TextDelta, Transcript, Turn
 
 from .checkpoint import (
     CheckpointMismatchError,
@@ -127,24 +127,24 @@ class MiniOmni:
         transcript: str | None = None
         held: list[ReplyChunk] = []  # answer chunks made before the transcript was complete
 
-        def finish_transcript() -> ReplyChunk:
+        def finish_transcript() -> Transcript:
             nonlocal transcript
             transcript = heard.text.strip()
             if settings.transcribe and not transcript:
                 raise NoSpeechError("mini-omni heard no words")
             stamp("asr_ms")
-            return ReplyChunk(transcript=transcript)
+            return Transcript(transcript)
 
         def answer_chunks(text_delta: str, pcm: np.ndarray | None) -> list[ReplyChunk]:
-            chunks = [ReplyChunk(text=text_delta)] if text_delta else []
-            return chunks + ([ReplyChunk(audio=pcm)] if pcm is not None and pcm.size else [])
+            chunks: list[ReplyChunk] = [TextDelta(text_delta)] if text_delta else []
+            return chunks + ([Audio(pcm)] if pcm is not None and pcm.size else [])
 
         def release(chunks: list[ReplyChunk]) -> Iterator[ReplyChunk]:
             if transcript is None:
                 held.extend(chunks)
                 return
             for chunk in chunks:
-                stamp("first_token_ms" if chunk.text is not None else "first_audio_ms")
+                stamp("first_token_ms" if isinstance(chunk, TextDelta) else "first_audio_ms")
                 yield chunk
 
         if not settings.transcribe:
@@ -168,7 +168,7 @@ class MiniOmni:
             yield from release(held)
         yield from release(answer_chunks(reply.flush(), speech_out.pop(frames, final=True)))
         stamp("total_ms")
-        yield ReplyChunk(turn=Turn(transcript=transcript, reply_text=reply.sent.strip(), timings=timings))
+        yield Finished(Turn(transcript=transcript, reply_text=reply.sent.strip(), timings=timings))
 
 
 def load(checkpoint_dir: Path | str | None = None, device: str | None = None) -> MiniOmni:

@@ -44,6 +44,7 @@ import numpy as np
 from omni.audio import SAMPLE_RATE, load_audio, to_int16
 from omni.wav import wav_bytes
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, recording, wait_for
+from web.page import CONVERSATIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -345,6 +346,9 @@ def open_page(browser, url: str):
     page.add_init_script(FAKE_MIC)
     page.goto(url)
     page.wait_for_selector("#mic .record-button", timeout=60_000)
+    # Once the page has listed the browser's conversations: pressed sooner, Gradio 6.31's streaming recorder may
+    # not have loaded its wav encoder yet ("ge is not a constructor") and the microphone never streams.
+    page.wait_for_selector(f"#{CONVERSATIONS} label", timeout=60_000)
     return page
 
 

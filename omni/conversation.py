@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from omni.audio import SAMPLE_RATE
+from omni.audio import FRAME, SAMPLE_RATE
 from omni.speech_model import (
     Audio,
     Finished,
@@ -38,6 +38,9 @@ from utils.vad import PauseDetector, PauseDetectorOptions, SileroVad, VadEvent
 log = logging.getLogger(__name__)
 
 _DONE = object()
+# Silero reports silence 70-350 ms after the last sound (tests/data/turns): listening ahead on audio that ended up to
+# this long before the silence Silero reports has heard every word, and its reading of them counts.
+READ_SLACK = 5 * FRAME
 
 
 @dataclass
@@ -255,9 +258,11 @@ class Conversation:
     def _words_end(self, sample: int) -> float | None:
         """For the detector, deciding whether the silence since SAMPLE ends the turn: the model's P(the user's words
         end there), if it has read all of them. A reading of the audio up to any point in this silence has (the
-        silence is still going on, so nothing was said between SAMPLE and there)."""
+        silence is still going on, so nothing was said between SAMPLE and there), and so has one that ended up to
+        READ_SLACK before it (the tail of the last word, which Silero still hears as speech)."""
         reading = self._reading
-        if reading is not None and reading[0] == self._turns and sample <= reading[1] <= self.detector.position:
+        fresh = reading is not None and reading[0] == self._turns
+        if fresh and sample - READ_SLACK <= reading[1] <= self.detector.position:
             return reading[2]
         return None
 

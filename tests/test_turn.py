@@ -121,8 +121,9 @@ def test_policy_table():
     assert o.required_silence_ms(done, 0.001, fallback, reading=True) == o.incomplete_ms
     assert o.required_silence_ms(done, 0.03, fallback, reading=True) == fallback
     assert o.required_silence_ms(open_, 0.03, fallback, reading=True) == o.incomplete_ms
-    # ... and while the words are not read yet, the turn waits for them (up to as long as for unfinished words).
-    assert o.required_silence_ms(done, None, fallback, reading=True) == o.incomplete_ms
+    # ... and while the words are not read yet, the old rule if the ear is sure, else it waits for them.
+    assert o.required_silence_ms(done, None, fallback, reading=True) == fallback
+    assert o.required_silence_ms(unsure, None, fallback, reading=True) == o.incomplete_ms
     assert o.required_silence_ms(open_, None, fallback, reading=True) == o.incomplete_ms
     # Without one, the ear decides (pipecat's way).
     assert o.required_silence_ms(done, None, fallback, reading=False) == fallback  # the ear alone: never fast...

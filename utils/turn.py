@@ -250,14 +250,15 @@ class TurnOptions:
         With a text: finished by the text and the ear does not object -> `complete_ms`; unfinished by the text,
         or unsure text and unfinished by ear -> `incomplete_ms`; else FALLBACK_MS. Without one (pipecat's way):
         finished by ear -> `complete_ms` (with `ear_alone_ends_fast`), unfinished -> `incomplete_ms`, else
-        FALLBACK_MS. While the text is still to come, the turn waits for it, up to `incomplete_ms`: in the app the
-        words are read ~0.2-0.6 s into a pause, and ending at FALLBACK_MS before they were read cut 5 of 38
-        sentences at a pause of 0.8-1.5 s (bench.turn --app) that the words would have kept open.
+        FALLBACK_MS. While the text is still to come: FALLBACK_MS if the ear hears "finished", else the turn waits
+        for the words, up to `incomplete_ms` (in the app they are read ~0.3-0.5 s into a pause; ending at FALLBACK_MS
+        before then cut "Sunday is the best part of | the week", which smart-turn heard as unsure, 0.36). The ear
+        alone never ends a turn fast.
         """
         unfinished_by_ear = audio < self.audio_incomplete
         if text is None:
-            if reading:  # the words are being read: wait for them (at most as long as for unfinished words)
-                return self.incomplete_ms
+            if reading:  # the words are being read: wait for them, unless the ear is sure enough for the old rule
+                return fallback_ms if audio >= self.audio_complete else self.incomplete_ms
             if self.ear_alone_ends_fast and audio >= self.audio_complete:
                 return self.complete_ms
             return self.incomplete_ms if unfinished_by_ear else fallback_ms

@@ -5,7 +5,8 @@ to piper), so the model does one step at a time: a transcription, a prompt evalu
 clause. Between steps the next one goes to the conversation whose listener is closest to silence: a reply that has
 not been heard yet before one that is seconds ahead of its playback. A reply writing a clause keeps the model
 between its tokens for a moment (`keep=True`), so that two replies take turns clause by clause, not token by
-token (each switch swaps a conversation's prompt cache in and out of llama.cpp).
+token (each switch swaps a conversation's prompt cache in and out of llama.cpp); but not against someone more
+urgent: a listener who has heard nothing yet goes before a clause for one who already has audio in hand.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ class ComputeQueue:
         self._seq = itertools.count()
         self._waiting: dict[int, tuple[float, object]] = {}  # ticket -> (priority, owner)
         self._holder: object | None = None
+        self._holder_priority = URGENT
         self._kept_for: object | None = None
         self._kept_until = 0.0
+        self._kept_priority = URGENT  # only a more urgent caller (a lower value) may step in while it is kept
 
     @contextmanager
     def step(self, owner: object, priority: float = URGENT, keep: bool = False) -> Iterator[None]:
@@ -67,8 +70,9 @@ class ComputeQueue:
                 now = time.monotonic()
                 kept = self._kept_for if now < self._kept_until else None
                 first = min(self._waiting, key=lambda t: (self._waiting[t][0], t))
-                if self._holder is None and (kept is owner or (kept is None and ticket == first)):
-                    del self._waiting[ticket]
+                free = kept is None or self._waiting[ticket][0] < self._kept_priority
+                if self._holder is None and (kept is owner or (free and ticket == first)):
+                    self._holder_priority = self._waiting.pop(ticket)[0]
                     self._holder, self._kept_for = owner, None
                     return True
                 if deadline is not None and now >= deadline:
@@ -88,6 +92,7 @@ class ComputeQueue:
             self._holder = None
             if keep:
                 self._kept_for, self._kept_until = owner, time.monotonic() + self.keep_s
+                self._kept_priority = self._holder_priority
             self._cond.notify_all()
 
     def waiting(self, owner: object) -> int:

@@ -54,27 +54,39 @@ def test_equal_priority_is_first_come_first_served():
     assert order == ["a", "b", "c"]
 
 
-def test_a_kept_turn_finishes_its_clause_before_others():
-    """A reply keeps the model between the tokens of a clause; someone more urgent gets it right after."""
+def clause_while_another_waits(writer_priority: float, waiter_priority: float) -> list[str]:
+    """A writer keeps the model for a clause of three tokens while another caller asks; the order of their steps."""
     queue = ComputeQueue(keep_s=0.5)
     order: list[str] = []
 
-    def urgent() -> None:
-        with queue.step("urgent", URGENT):
-            order.append("urgent")
+    def wait() -> None:
+        with queue.step("waiter", waiter_priority):
+            order.append("waiter")
 
-    with queue.step("writer", 2.0, keep=True):
-        other = threading.Thread(target=urgent)
+    with queue.step("writer", writer_priority, keep=True):
+        other = threading.Thread(target=wait)
         other.start()
-        while queue.waiting("urgent") == 0:
+        while queue.waiting("waiter") == 0:
             time.sleep(0.001)
     for _ in range(3):  # the rest of the clause
-        with queue.step("writer", 2.0, keep=True):
+        time.sleep(0.01)  # the waiter has time to step in, if it may
+        with queue.step("writer", writer_priority, keep=True):
             order.append("writer")
-    with queue.step("writer", 2.0):  # the clause is spoken: the turn is given up
+    with queue.step("writer", writer_priority):  # the clause is spoken: the turn is given up
         order.append("writer spoke")
     other.join(2)
-    assert order == ["writer"] * 3 + ["writer spoke", "urgent"]
+    return order
+
+
+def test_a_kept_turn_finishes_its_clause_before_others():
+    """Two replies nobody has heard yet take turns clause by clause, not token by token."""
+    assert clause_while_another_waits(URGENT, URGENT) == ["writer"] * 3 + ["writer spoke", "waiter"]
+    assert clause_while_another_waits(2.0, 2.0) == ["writer"] * 3 + ["writer spoke", "waiter"]
+
+
+def test_someone_more_urgent_steps_into_a_kept_turn():
+    """A listener who has heard nothing yet does not wait for a clause for one who has 2 s of audio in hand."""
+    assert clause_while_another_waits(2.0, URGENT)[0] == "waiter"
 
 
 def test_a_kept_turn_lapses_when_its_owner_does_not_come_back():

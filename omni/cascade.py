@@ -208,11 +208,11 @@ class CascadeSession:
         return (yield from self._step(work, priority, keep))
 
     def _llm_steps(
-        self, steps: Iterator[T], priority: Callable[[], float]
+        self, steps: Iterator[T], priority: Callable[[], float], keep: bool = False
     ) -> Generator[ReplyChunk, None, T | None]:
         """Run the language model's STEPS, each a step of its own (`_llm_step`); returns the last one's value."""
         last = None
-        while (value := (yield from self._llm_step(lambda: next(steps, _DONE), priority))) is not _DONE:
+        while (value := (yield from self._llm_step(lambda: next(steps, _DONE), priority, keep))) is not _DONE:
             last = value
         return last
 
@@ -222,6 +222,11 @@ class CascadeSession:
         """Transcribe the turn so far and evaluate the prompt that answers it: if the user stops here, `respond`
         finds both done and starts writing at once; if they go on, it reuses the prompt up to the new words.
         A local model also reads whether the words are finished: that probability is returned."""
+        if self.cascade.queue.replying(than=self):
+            # Someone is waiting for a reply: on 2 cores, a transcription ahead (0.3-0.5 s, not interruptible)
+            # would hold it up, as two browsers and two people at once showed (first audio 3-4 s late). This chunk's
+            # words are heard at the next chunk, or at the pause.
+            return None
         listening = lambda: LISTENING  # ahead of replies with more than a second in hand
         transcript = run(self._transcribe_turn(audio, sample_rate, breaks, listening))
         if not transcript:
@@ -232,12 +237,14 @@ class CascadeSession:
         return reading
 
     def _read(
-        self, history: Sequence[Message], words: str, priority: Callable[[], float]
+        self, history: Sequence[Message], words: str, priority: Callable[[], float], keep: bool = False
     ) -> Generator[ReplyChunk, None, float]:
-        """The language model's P(the user's WORDS end there); the same words are read once."""
+        """The language model's P(the user's WORDS end there); the same words are read once. With KEEP, its steps
+        keep the model like a clause does (a reply's reading: the detector and the listener wait for it)."""
         if self._reading and self._reading[:2] == (words, len(history)):
             return self._reading[2]
-        reading = yield from self._llm_steps(self.cascade.llm.read_steps(history, words, self.slot), priority)
+        steps = self.cascade.llm.read_steps(history, words, self.slot)
+        reading = yield from self._llm_steps(steps, priority, keep)
         self._reading = (words, len(history), reading)
         return reading
 
@@ -297,7 +304,7 @@ class CascadeSession:
         yield Transcript(transcript)
         if self.reads_turn_end:
             # Has the user finished? Listening ahead has often read these very words already.
-            words_end = yield from self._read(history, transcript, lead)
+            words_end = yield from self._read(history, transcript, lead, keep=True)
             mark("words_end_ms")
             yield WordsEnd(words_end)
 

@@ -104,6 +104,13 @@ class ComputeQueue:
                 return 0
             return 1 + sum(1 for t in order[: mine[0]] if self._waiting[t][1] is not owner)
 
+    def replying(self, than: object) -> bool:
+        """Is a reply someone waits for (priority below `LISTENING`) running or waiting, other than THAN's?"""
+        with self._cond:
+            if self._holder is not None and self._holder is not than and self._holder_priority < LISTENING:
+                return True
+            return any(p < LISTENING and owner is not than for p, owner in self._waiting.values())
+
     @property
     def busy(self) -> bool:
         with self._cond:

@@ -120,3 +120,17 @@ def test_a_waiter_whose_priority_changes_does_not_strand_the_others():
     queue.release("ahead")
     other.join(1)
     assert not queue.busy
+
+
+def test_replying_tells_whether_someone_waits_for_a_reply():
+    queue = ComputeQueue()
+    assert not queue.replying(than="me")
+    with queue.step("me", URGENT):
+        assert not queue.replying(than="me")  # my own reply does not count
+        assert queue.replying(than="other")
+    with queue.step("other", LISTENING):  # work ahead is no reply
+        assert not queue.replying(than="me")
+    with queue.step("holder", 5.0):
+        ticket = queue.ask("other", 0.5)
+        assert queue.replying(than="me") and not queue.replying(than="other")
+        queue.withdraw(ticket)

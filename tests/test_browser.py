@@ -219,6 +219,20 @@ def audio_urls(page, role: str) -> list[str]:
     return [url for url in links if "/omni/media/" in url and url.endswith(suffix)]
 
 
+def test_one_level_meter_however_often_the_microphone_restarts(browser_page):
+    """Each Record asks for a new microphone stream; the barge-in meter is made once and moved to the new stream
+    (it was a new AudioWorkletNode per stream, never disconnected)."""
+    page = browser_page([clip(30.0)])
+    for _ in range(3):
+        page.click("#mic .record-button")
+        wait_for(lambda: recording(page), 10, "recording to start")
+        page.click("#mic .stop-button")
+        wait_for(lambda: not recording(page), 10, "recording to stop")
+    watched = lambda: page.evaluate("() => window.omniBargeIn")
+    wait_for(lambda: watched()["streams"] >= 3, 10, "the microphone streams watched")  # Gradio asks twice a time
+    assert watched()["meters"] == 1
+
+
 def test_hands_free_half_duplex(browser_page):
     page = browser_page([clip(0.5, "name_anna", 20.0), clip(0.5, "what_name", 20.0)])
     page.get_by_label("Let me interrupt").uncheck()  # the guide's half duplex

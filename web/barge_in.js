@@ -17,7 +17,8 @@
   const ABOVE_FLOOR_DB = 12; // and this far above the quietest recent level (echo residue, room noise)
   const RESUME_MS = 2000; // the server's verdict takes 0.7-1.4 s after the hold
 
-  const state = (window.omniBargeIn = { heldAt: null, heldPlayer: null, confirmedAt: null, holds: 0 });
+  // meters/streams: level meters made and microphone streams watched (one meter for any number of streams).
+  const state = (window.omniBargeIn = { heldAt: null, heldPlayer: null, confirmedAt: null, holds: 0, meters: 0, streams: 0 });
   let floor = MIN_DBFS - ABOVE_FLOOR_DB;
   let run = 0;
   let resumeTimer = null;
@@ -107,10 +108,12 @@
       if (!meter) {
         meter = new AudioWorkletNode(context, "omni-level");
         meter.port.onmessage = (e) => onLevel(e.data);
+        state.meters += 1;
       }
       source?.disconnect();
       source = context.createMediaStreamSource(stream);
       source.connect(meter); // not to the speakers: the meter only reads
+      state.streams += 1;
     } catch (e) {
       console.warn("barge-in: no level meter, the server's detector alone decides", e);
     }

@@ -44,12 +44,12 @@ from omni import (
     Finished,
     Heartbeat,
     NoSpeechError,
+    Settings,
     SpeechModel,
     TextDelta,
     Transcript,
     add_model_arguments,
     load_speech_model,
-    use_model_arguments,
 )
 from omni.audio import SAMPLE_RATE, to_int16
 from omni.conversation import INTERRUPTED, Conversation, ConversationOptions
@@ -67,17 +67,11 @@ from web.page import CONVERSATION_BUTTONS, CONVERSATIONS, FORGET, HOLD, INTERRUP
 log = logging.getLogger("app")
 T = TypeVar("T")
 RECORDINGS = DATA / "recordings"  # every turn's audio, one folder per browser and conversation (omni/media.py)
-# Conversations and their recordings are deleted this long after their last turn (omni/history.py).
-RETENTION_DAYS = float(os.environ.get("OMNI_RETENTION_DAYS", "7"))
-# Conversations served at once. On 2 cores two people talking get a first clause within ~2.5 s (bench.load);
-# a third would wait longer than a conversation can bear, so it is told to come back instead.
-MAX_SESSIONS = int(os.environ.get("OMNI_MAX_SESSIONS", "2"))
 ACTIVE_S = 30.0  # a session that sent microphone audio this recently counts as talking
 BUSY_NOTE = "<sub>(answering someone else: you are next)</sub>"
 CHUNK_S = 0.5  # the microphone's stream_every
 HEARTBEAT_S = 0.25  # how often a reply that waits for the model checks whether to show "you are next"
 HOLD_S = 3.0  # a held reply goes on by itself after this (the browser resumes it after 2 s)
-DUPLEX = os.environ.get("OMNI_DUPLEX", "1") != "0"
 REPLIED_MS = "first_audio_after_turn_ms"  # a stored turn's timing that the chat shows as "replied in"
 TITLE_CHARS = 80
 
@@ -87,7 +81,7 @@ class AppState:
     """One browser session. Gradio deep-copies the empty default for every new session."""
 
     conversation: Conversation | None = None
-    duplex: bool = DUPLEX  # listen while the reply plays, and let the user interrupt it
+    duplex: bool = True  # listen while the reply plays, and let the user interrupt it (the page: Settings.duplex)
     stopped: bool = False  # "Stop conversation" was pressed: nothing re-arms the microphone
     chat: list[dict] = field(default_factory=list)  # what the Chatbot shows
     turns: int = 0
@@ -164,17 +158,17 @@ class VoiceChat:
         model: SpeechModel,
         vad_options: PauseDetectorOptions | None = None,
         media: MediaStore | None = None,
-        max_sessions: int = MAX_SESSIONS,
+        settings: Settings | None = None,
         vad: SileroVad | None = None,
         history: History | None = None,
     ):
         self.model = model
+        self.settings = settings or Settings()  # `main` makes them from the environment and the flags
         self.vad_options = vad_options or PauseDetectorOptions()
         self.vad = vad or SileroVad().load()  # loaded once; every session gets its own stream state (fork)
-        self.media = media or MediaStore(RECORDINGS, RETENTION_DAYS)
+        self.media = media or MediaStore(RECORDINGS, self.settings.retention_days)
         self.history = history or History()  # off unless given: `main` opens the store
         self.live = LiveReplies()
-        self.max_sessions = max_sessions
         self._active: dict[str, float] = {}  # session -> when it last sent microphone audio
         self._admission = threading.Lock()
 
@@ -185,11 +179,11 @@ class VoiceChat:
         return state.conversation
 
     def admit(self, state: AppState) -> bool:
-        """Whether this session may talk now: it is already talking, or fewer than `max_sessions` are."""
+        """Whether this session may talk now: it is already talking, or fewer than `settings.max_sessions` are."""
         now = time.monotonic()
         with self._admission:
             self._active = {s: t for s, t in self._active.items() if now - t < ACTIVE_S}
-            if state.session not in self._active and len(self._active) >= self.max_sessions:
+            if state.session not in self._active and len(self._active) >= self.settings.max_sessions:
                 return False
             self._active[state.session] = now
             return True
@@ -223,8 +217,8 @@ class VoiceChat:
         self.identify(state, request)
         if not self.admit(state):
             gr.Warning(
-                f"Sorry, I am already talking with {self.max_sessions} people and this machine cannot serve more "
-                "at once. Please try again in a minute."
+                f"Sorry, I am already talking with {self.settings.max_sessions} people and this machine cannot "
+                "serve more at once. Please try again in a minute."
             )
             return state, skip, time.time(), skip, skip  # the microphone goes off
         sample_rate, audio = chunk
@@ -581,7 +575,8 @@ def build_demo(chat: VoiceChat) -> gr.Blocks:
             "talk over it to interrupt. "
             f"<sub>Model: {models}, all local.</sub>"
         )
-        state = gr.State(AppState(), delete_callback=chat.forget)  # deep-copied for every browser session
+        # Deep-copied for every browser session.
+        state = gr.State(AppState(duplex=chat.settings.duplex), delete_callback=chat.forget)
         # Hidden numbers: the server changes them, and their .change runs a script in the browser.
         turn_ended = gr.Number(value=0, visible=False)
         mic_off = gr.Number(value=0, visible=False)
@@ -599,7 +594,9 @@ def build_demo(chat: VoiceChat) -> gr.Blocks:
                 mic = gr.Audio(sources=["microphone"], type="numpy", label="Your microphone", elem_id=MIC)
                 gr.HTML("<b>Reply</b>", elem_id=REPLY)  # web/player.js puts the live reply's player here
                 duplex = gr.Checkbox(
-                    value=DUPLEX, label="Let me interrupt (keep listening while it speaks)", elem_id=INTERRUPT
+                    value=chat.settings.duplex,
+                    label="Let me interrupt (keep listening while it speaks)",
+                    elem_id=INTERRUPT,
                 )
                 with gr.Row():
                     stop = gr.Button("Stop conversation", variant="stop")
@@ -628,7 +625,7 @@ def build_demo(chat: VoiceChat) -> gr.Blocks:
         mic_off.change(None, None, None, js=page.PRESS_STOP)
         # Every admitted session's reply may run at once: the model's compute queue takes turns between them.
         answering = turn_ended.change(
-            chat.respond, [state], [chatbot, state, listen_again], concurrency_limit=chat.max_sessions
+            chat.respond, [state], [chatbot, state, listen_again], concurrency_limit=chat.settings.max_sessions
         )
         live_url.change(None, [live_url], None, js=page.PLAY_REPLY)
         played.click(chat.listen_again, [state], [listen_again], concurrency_limit=None, api_visibility="private")
@@ -668,26 +665,24 @@ def serve(chat: VoiceChat) -> FastAPI:
     chat.live.add_routes(app)
     chat.history.add_routes(app)
     demo = build_demo(chat)
-    demo.queue(default_concurrency_limit=chat.max_sessions)
+    demo.queue(default_concurrency_limit=chat.settings.max_sessions)
     return gr.mount_gradio_app(app, demo, path="", head=page.head(), css=page.CSS)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Hands-free voice chat in the browser")
     add_model_arguments(parser)
-    args = parser.parse_args(argv)
-    use_model_arguments(args)
+    settings = Settings.from_env(os.environ).with_flags(parser.parse_args(argv))
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     log.info("loading the speech model (once, at start-up)...")
     try:
-        model = load_speech_model(args.model)
+        model = load_speech_model(settings)
     except ModelError as e:
         raise SystemExit(f"error: {e}") from None
-    chat = VoiceChat(model, history=History.open(RECORDINGS))
+    chat = VoiceChat(model, settings=settings, history=History.open(RECORDINGS))
     chat.history.sweep_every(chat.media, 3600)
-    host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
-    port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+    host, port = settings.server_name, settings.server_port
     log.info("open http://%s:%d", host, port)
     uvicorn.run(serve(chat), host=host, port=port, log_level="warning")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -21,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from omni import Audio, Finished
+from omni import Audio, Finished, Settings
 from omni.audio import FRAME, SAMPLE_RATE, load_audio
-from omni.cascade import Cascade, CascadeOptions
+from omni.cascade import Cascade
 from omni.conversation import Conversation, ConversationOptions
 from utils.turn import TurnOptions
 from utils.vad import PauseDetectorOptions
@@ -199,15 +200,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-listen-ahead", action="store_true", help="do not transcribe while the user speaks")
     parser.add_argument("--end-of-turn-ms", type=float, default=PauseDetectorOptions.end_of_turn_ms)
     parser.add_argument("--pause-ms", type=float, default=PauseDetectorOptions.pause_ms, help="silence that starts speculation")
-    defaults = CascadeOptions()
-    parser.add_argument("--llm", default=defaults.llm, help="language model key (see omni/models.py)")
-    parser.add_argument("--asr", default=defaults.asr, help="speech recognition model key")
+    settings = Settings.from_env(os.environ)
+    parser.add_argument("--llm", default=settings.llm, help="language model key (see omni/models.py)")
+    parser.add_argument("--asr", default=settings.asr, help="speech recognition model key")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
-    model = Cascade.load(CascadeOptions(asr=args.asr, llm=args.llm))
+    model = Cascade.load(replace(settings, asr=args.asr, llm=args.llm))
     model.warm_up()
     cold_start_s = time.perf_counter() - start
     conversation = Conversation(
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     streaming = [r for r in results if r.pipeline == "streaming"]
     keys = ["vad_ms", "eot_to_first_audio_ms", "speech_end_to_first_audio_ms", "asr_after_eot_ms", "llm_first_token_ms", "tokens_per_s", "tts_rtf"]
     report = {
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {__import__('os').cpu_count()} cores, {platform.python_version()}",
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores, {platform.python_version()}",
         "models": model.description,
         "chunk_s": CHUNK_S,
         "realtime": not args.fast,

@@ -20,15 +20,15 @@ import platform
 import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from bench.latency import CHUNK_S, PROMPTS, TRAILING_SILENCE_S
-from omni import Audio, Finished
+from omni import Audio, Finished, Settings
 from omni.audio import SAMPLE_RATE, load_audio
-from omni.cascade import Cascade, CascadeOptions
+from omni.cascade import Cascade
 from omni.conversation import Conversation
 
 RESULTS = Path(__file__).parent / "results"
@@ -147,21 +147,20 @@ def plot(path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4], help="conversations at once")
-    parser.add_argument("--remote", metavar="URL", help="an OpenAI-compatible server (sets OMNI_LLM_URL)")
+    parser.add_argument("--remote", metavar="URL", help="an OpenAI-compatible server (as OMNI_LLM_URL)")
     parser.add_argument("--remote-model", metavar="NAME", help="its model (default: the first it lists)")
-    defaults, load_defaults = CascadeOptions(), LoadOptions()
-    parser.add_argument("--llm", default=defaults.llm, help="the local language model key (without --remote)")
+    settings, load_defaults = Settings.from_env(os.environ), LoadOptions()
+    parser.add_argument("--llm", default=settings.llm, help="the local language model key (without --remote)")
     parser.add_argument("--turns", type=int, default=load_defaults.turns, help="turns per person")
     parser.add_argument("--stagger-s", type=float, default=load_defaults.stagger_s)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    settings = replace(settings, llm=args.llm)
     if args.remote:
-        os.environ["OMNI_LLM_URL"] = args.remote
-        if args.remote_model:
-            os.environ["OMNI_LLM_MODEL"] = args.remote_model
+        settings = replace(settings, llm_url=args.remote, llm_model=args.remote_model or settings.llm_model)
     options = LoadOptions(turns=args.turns, stagger_s=args.stagger_s)
 
-    model = Cascade.load(CascadeOptions(llm=args.llm))
+    model = Cascade.load(settings)
     model.warm_up()
     engine = "remote" if args.remote else "local"
     by_sessions, turns = {}, []

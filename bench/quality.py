@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import re
 import statistics
@@ -35,10 +36,10 @@ import jiwer
 import numpy as np
 from whisper_normalizer.english import EnglishTextNormalizer
 
-from omni import Audio, Finished
+from omni import Audio, Finished, Settings
 from omni.asr import AsrOptions
 from omni.audio import SAMPLE_RATE, load_audio
-from omni.cascade import Cascade, CascadeOptions, CascadeSession, run
+from omni.cascade import Cascade, CascadeSession, run
 from omni.conversation import Conversation, ConversationOptions
 from omni.llm import LlmOptions
 from omni.scheduler import URGENT
@@ -325,8 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--asr", action="store_true", help="transcripts only: phrase-path variants and whole")
     parser.add_argument("--paths", default="app,cli", help="app, cli or both")
     parser.add_argument("--only", help="rows whose id matches this regex (with their whole conversation)")
-    defaults, llm_defaults, asr_defaults = CascadeOptions(), LlmOptions(), AsrOptions()
-    parser.add_argument("--llm", default=defaults.llm, help="language model key (see omni/models.py)")
+    settings, llm_defaults, asr_defaults = Settings.from_env(os.environ), LlmOptions(), AsrOptions()
+    parser.add_argument("--llm", default=settings.llm, help="language model key (see omni/models.py)")
     parser.add_argument("--temperature", type=float, default=llm_defaults.temperature)
     parser.add_argument("--no-arithmetic", action="store_true", help="no exact result for spoken arithmetic")
     parser.add_argument("--beam", type=int, default=asr_defaults.beam_size, help="Whisper's beam size")
@@ -337,11 +338,11 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     llm_options = replace(llm_defaults, temperature=args.temperature, exact_arithmetic=not args.no_arithmetic)
     asr_options = replace(asr_defaults, beam_size=args.beam)
-    model = Cascade.load(CascadeOptions(llm=args.llm), asr_options, llm_options)
+    model = Cascade.load(replace(settings, llm=args.llm), asr_options, llm_options)
     model.warm_up()
     items = load_items(args.only)
     report: dict = {
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "models": model.description,
         "asr_options": asdict(asr_options),
         "llm_options": {k: v for k, v in asdict(llm_options).items()},

@@ -25,6 +25,7 @@ import argparse
 import csv
 import itertools
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -236,9 +237,10 @@ def main() -> None:
         for name, (options, text) in policies.items()
     }
     if args.app:
+        from omni import Settings
         from omni.cascade import Cascade
 
-        model = Cascade.load()
+        model = Cascade.load(Settings.from_env(os.environ))
         model.warm_up()
         # Real time: ~8 s per recording and phase. Two phases: a speech end early and late in a chunk.
         results["the app, real time"] = [

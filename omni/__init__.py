@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 
+from omni.settings import Settings
 from omni.speech_model import (
     Audio,
     Finished,
@@ -29,6 +29,7 @@ __all__ = [
     "Message",
     "NoSpeechError",
     "ReplyChunk",
+    "Settings",
     "SpeechModel",
     "TextDelta",
     "Transcript",
@@ -36,21 +37,20 @@ __all__ = [
     "WordsEnd",
     "add_model_arguments",
     "load_speech_model",
-    "use_model_arguments",
 ]
 
 MODELS = ("cascade", "mini-omni")
 log = logging.getLogger("omni")
 
 
-def load_speech_model(name: str | None = None, warm_up: bool = True) -> SpeechModel:
-    """Load the speech model NAME (default: $OMNI_MODEL or "cascade"); heavy imports happen only here."""
-    name = name or os.environ.get("OMNI_MODEL", "cascade")
+def load_speech_model(settings: Settings, warm_up: bool = True) -> SpeechModel:
+    """Load the speech model that SETTINGS name (`settings.model`); heavy imports happen only here."""
+    name = settings.model
     start = time.perf_counter()
     if name == "cascade":
         from omni.cascade import Cascade
 
-        model = Cascade.load()
+        model = Cascade.load(settings)
         log.info("loaded %s in %.1f s", model.description, time.perf_counter() - start)
         if warm_up:
             model.warm_up()
@@ -70,23 +70,13 @@ def load_speech_model(name: str | None = None, warm_up: bool = True) -> SpeechMo
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The --model/--asr/--llm flags shared by the app and the CLIs."""
+    """The --model/--asr/--llm/--llm-url/--llm-model flags shared by the app and the CLIs (`Settings.with_flags`);
+    each one not given leaves its setting as the environment made it."""
     from omni.models import REGISTRY
 
-    parser.add_argument("--model", choices=MODELS, default=os.environ.get("OMNI_MODEL", "cascade"))
-    parser.add_argument("--asr", choices=[k for k in REGISTRY if k.startswith("whisper")], help="the cascade's ASR")
-    parser.add_argument("--llm", choices=[k for k in REGISTRY if k.startswith("qwen")], help="the cascade's LLM")
+    parser.add_argument("--model", choices=MODELS, help=f"the speech model (OMNI_MODEL; default {Settings.model})")
+    asr, llm = [k for k in REGISTRY if k.startswith("whisper")], [k for k in REGISTRY if k.startswith("qwen")]
+    parser.add_argument("--asr", choices=asr, help="the cascade's speech recognition model (OMNI_ASR)")
+    parser.add_argument("--llm", choices=llm, help="the cascade's language model (OMNI_LLM)")
     parser.add_argument("--llm-url", help="an OpenAI-compatible server for the cascade's LLM (OMNI_LLM_URL)")
     parser.add_argument("--llm-model", help="the model to ask that server for (OMNI_LLM_MODEL)")
-
-
-def use_model_arguments(args: argparse.Namespace) -> None:
-    """Hand --asr/--llm/--llm-url/--llm-model to the cascade, which reads them from the environment (as in a Space)."""
-    for name, value in (
-        ("OMNI_ASR", args.asr),
-        ("OMNI_LLM", args.llm),
-        ("OMNI_LLM_URL", args.llm_url),
-        ("OMNI_LLM_MODEL", args.llm_model),
-    ):
-        if value:
-            os.environ[name] = value

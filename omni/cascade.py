@@ -6,11 +6,10 @@ while the rest of the answer is still being written.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -21,6 +20,7 @@ from omni.clauses import ClauseSplitter
 from omni.llm import ChatModel, ChatSlot, LlmOptions
 from omni.memory import release_freed_memory
 from omni.scheduler import LISTENING, URGENT, ComputeQueue
+from omni.settings import Settings
 from omni.speech_model import (
     Audio,
     Finished,
@@ -82,10 +82,6 @@ _GOES_ON = {"In", "On", "At", "To", "From", "Of", "For", "With", "By", "About", 
 
 @dataclass
 class CascadeOptions:
-    # Read when the options are made, so that the CLIs' flags (which set these variables) count.
-    asr: str = field(default_factory=lambda: os.environ.get("OMNI_ASR", "whisper-base"))
-    llm: str = field(default_factory=lambda: os.environ.get("OMNI_LLM", "qwen2.5-1.5b"))
-    tts: str = field(default_factory=lambda: os.environ.get("OMNI_TTS", "piper-joe"))
     first_clause_words: int = 3  # the first clause is spoken once it is this long
 
 
@@ -108,19 +104,15 @@ class Cascade:
 
     @classmethod
     def load(
-        cls,
-        options: CascadeOptions | None = None,
-        asr_options: AsrOptions | None = None,
-        llm_options: LlmOptions | None = None,
+        cls, settings: Settings, asr_options: AsrOptions | None = None, llm_options: LlmOptions | None = None
     ) -> Cascade:
-        from omni.remote import chat_model_from_env, speaker_from_env, transcriber_from_env  # OMNI_*_URL
+        """The parts that SETTINGS name: each on its server where they give one (omni/remote.py), else here."""
+        from omni.remote import remote_chat_model, remote_speaker, remote_transcriber
 
-        options = options or CascadeOptions()
         return cls(
-            transcriber_from_env(asr_options) or Transcriber(options.asr, asr_options),
-            chat_model_from_env(llm_options) or ChatModel(options.llm, llm_options),
-            speaker_from_env() or Speaker.load(options.tts),
-            options,
+            remote_transcriber(settings, asr_options) or Transcriber(settings.asr, asr_options),
+            remote_chat_model(settings, llm_options) or ChatModel(settings.llm, llm_options),
+            remote_speaker(settings) or Speaker.load(settings.tts),
         )
 
     @property

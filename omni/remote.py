@@ -4,7 +4,8 @@ The app keeps what must stay close to the user (microphone, VAD, turn-taking, ba
 to an engine: `RemoteChatModel` streams replies from `/v1/chat/completions`, `RemoteTranscriber` posts a turn to
 `/v1/audio/transcriptions`, `RemoteSpeaker` streams `/v1/audio/speech`. Each has the interface of its local
 counterpart (omni.llm.ChatModel, omni.asr.Transcriber, omni.tts.Speaker), and `Cascade.load` picks them when
-OMNI_LLM_URL, OMNI_ASR_URL or OMNI_TTS_URL is set (see the *_from_env functions).
+the settings give their URL (OMNI_LLM_URL, OMNI_ASR_URL, OMNI_TTS_URL: see the remote_* functions and
+omni/settings.py).
 
 Client: httpx (already installed with Gradio): its streams close their connection when a reply is dropped half
 read, which is how a cancelled turn stops the server's work.
@@ -13,7 +14,6 @@ read, which is how a cancelled turn stops the server's work.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +26,7 @@ from omni.asr import AsrOptions
 from omni.audio import SAMPLE_RATE
 from omni.llm import LlmOptions, build_prompt
 from omni.models import ModelError
+from omni.settings import Settings
 from omni.speech_model import Message
 from omni.tts import speakable
 from omni.wav import wav_bytes
@@ -290,44 +291,25 @@ class RemoteSpeaker:
                     yield np.frombuffer(usable, dtype="<i2").astype(np.int16)
 
 
-def _env(name: str) -> str | None:
-    return os.environ.get(name) or None
-
-
-def remote_options_from_env() -> RemoteOptions:
-    """OMNI_LLM_PREFILL=0 turns listening ahead off for the remote model; OMNI_LLM_EXTRA_BODY is JSON."""
-    return RemoteOptions(
-        prefill=os.environ.get("OMNI_LLM_PREFILL", "1") != "0",
-        extra_body=json.loads(os.environ.get("OMNI_LLM_EXTRA_BODY") or "{}"),
-    )
-
-
-def chat_model_from_env(options: LlmOptions | None = None) -> RemoteChatModel | None:
-    """The remote language model at OMNI_LLM_URL (OMNI_LLM_MODEL, OMNI_LLM_API_KEY), or None where it is unset."""
-    url = _env("OMNI_LLM_URL")
-    if url is None:
+def remote_chat_model(settings: Settings, options: LlmOptions | None = None) -> RemoteChatModel | None:
+    """The language model at `settings.llm_url` (its model, API key, prefill and extra body), or None."""
+    if settings.llm_url is None:
         return None
-    return RemoteChatModel(url, _env("OMNI_LLM_MODEL"), _env("OMNI_LLM_API_KEY"), options, remote_options_from_env())
+    remote = RemoteOptions(prefill=settings.llm_prefill, extra_body=dict(settings.llm_extra_body))
+    return RemoteChatModel(settings.llm_url, settings.llm_model, settings.llm_api_key, options, remote)
 
 
-def transcriber_from_env(options: AsrOptions | None = None) -> RemoteTranscriber | None:
-    """Speech to text at OMNI_ASR_URL (OMNI_ASR_MODEL, default whisper-1; OMNI_ASR_API_KEY), or None."""
-    url = _env("OMNI_ASR_URL")
-    if url is None:
+def remote_transcriber(settings: Settings, options: AsrOptions | None = None) -> RemoteTranscriber | None:
+    """Speech to text at `settings.asr_url`, or None."""
+    if settings.asr_url is None:
         return None
-    return RemoteTranscriber(url, _env("OMNI_ASR_MODEL") or "whisper-1", _env("OMNI_ASR_API_KEY"), options)
+    return RemoteTranscriber(settings.asr_url, settings.asr_model, settings.asr_api_key, options)
 
 
-def speaker_from_env() -> RemoteSpeaker | None:
-    """Text to speech at OMNI_TTS_URL (OMNI_TTS_MODEL tts-1, OMNI_TTS_VOICE alloy, OMNI_TTS_SAMPLE_RATE 24000,
-    OMNI_TTS_API_KEY), or None."""
-    url = _env("OMNI_TTS_URL")
-    if url is None:
+def remote_speaker(settings: Settings) -> RemoteSpeaker | None:
+    """Text to speech at `settings.tts_url`, or None."""
+    if settings.tts_url is None:
         return None
     return RemoteSpeaker(
-        url,
-        _env("OMNI_TTS_MODEL") or "tts-1",
-        _env("OMNI_TTS_VOICE") or "alloy",
-        int(_env("OMNI_TTS_SAMPLE_RATE") or 24_000),
-        _env("OMNI_TTS_API_KEY"),
+        settings.tts_url, settings.tts_model, settings.tts_voice, settings.tts_sample_rate, settings.tts_api_key
     )

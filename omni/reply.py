@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
 
 import numpy as np
 
-from omni import Audio, Finished, NoSpeechError, add_model_arguments, load_speech_model, use_model_arguments
+from omni import Audio, Finished, NoSpeechError, Settings, add_model_arguments, load_speech_model
 from omni.audio import SAMPLE_RATE, AudioError, load_audio
 from omni.models import ModelError
 from omni.wav import write_wav
@@ -26,14 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="reply.wav", help="where to write the spoken reply (WAV)")
     add_model_arguments(parser)
     args = parser.parse_args(argv)
-    use_model_arguments(args)
+    settings = Settings.from_env(os.environ).with_flags(args)
 
     try:
         audio = load_audio(args.file)
         if audio.size == 0:
             raise AudioError(f"{args.file} holds no audio")
         start = time.perf_counter()
-        model = load_speech_model(args.model)
+        model = load_speech_model(settings)
         load_ms = (time.perf_counter() - start) * 1000
         pieces, result = [], None
         for chunk in model.respond(audio, SAMPLE_RATE, []):

@@ -8,19 +8,22 @@ import sys
 
 from omni.audio import AudioError, load_audio
 from omni.models import REGISTRY, ModelError
+from omni.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m omni.transcribe", description=__doc__)
     parser.add_argument("files", nargs="+", help="audio files (wav, mp3, ogg, m4a, webm, ...)")
     asr_models = [key for key in REGISTRY if key.startswith("whisper")]
-    parser.add_argument("--asr", default=os.environ.get("OMNI_ASR", "whisper-base"), choices=asr_models)
+    help_asr = f"the speech recognition model (OMNI_ASR; default {Settings.asr})"
+    parser.add_argument("--asr", choices=asr_models, help=help_asr)
     args = parser.parse_args(argv)
+    settings = Settings.from_env(os.environ).with_flags(args)
 
     from omni.asr import Transcriber
 
     try:
-        transcriber = Transcriber(args.asr)
+        transcriber = Transcriber(settings.asr)
     except ModelError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from omni import Audio, Finished, TextDelta, Transcript
+from omni import Audio, Finished, Settings, TextDelta, Transcript
 from omni.audio import load_audio
 
 DATA = Path(__file__).parent / "data"
@@ -30,7 +31,7 @@ def recordings() -> dict[str, tuple[np.ndarray, str]]:
 def cascade():
     from omni.cascade import Cascade
 
-    model = Cascade.load()
+    model = Cascade.load(Settings.from_env(os.environ))
     model.warm_up()
     return model
 

@@ -10,6 +10,7 @@ import pytest
 import soxr
 
 from app import AppState, VoiceChat, build_demo
+from omni import Settings
 from omni.audio import SAMPLE_RATE, load_audio
 from omni.conversation import INTERRUPTED
 from omni.live import ROUTE as LIVE
@@ -63,7 +64,8 @@ def media_file(chat: VoiceChat, message: dict) -> Path:
 
 @pytest.fixture(scope="module")
 def chat(cascade, tmp_path_factory):
-    return VoiceChat(cascade, media=MediaStore(tmp_path_factory.mktemp("recordings")), max_sessions=50)
+    media = MediaStore(tmp_path_factory.mktemp("recordings"))
+    return VoiceChat(cascade, media=media, settings=Settings(max_sessions=50))
 
 
 def test_a_turn_streams_an_answer_into_the_chat(chat, say, tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from app import BUSY_NOTE, AppState, VoiceChat
+from omni import Settings
 from omni.media import MediaStore
 from tests.fakes import LoudnessVad, ScriptedModel, silence, speech
 from utils.vad import PauseDetectorOptions
@@ -38,7 +39,7 @@ def turn(chat: VoiceChat, state: AppState, seconds: float = 1.0) -> list[tuple]:
 
 
 def test_each_session_gets_its_own_id_and_folder(tmp_path):
-    chat = make_chat(tmp_path, max_sessions=5)
+    chat = make_chat(tmp_path, settings=Settings(max_sessions=5))
     anna, bob = AppState(duplex=False), AppState(duplex=False)
     turn(chat, anna)
     turn(chat, bob)
@@ -60,7 +61,7 @@ def test_recordings_in_the_chat_are_served_by_the_apps_route_only(tmp_path):
 
 
 def test_a_third_session_is_told_to_come_back_later(tmp_path):
-    chat = make_chat(tmp_path, max_sessions=2)
+    chat = make_chat(tmp_path, settings=Settings(max_sessions=2))
     first, second, third = AppState(), AppState(), AppState()
     speak(chat, first, speech(0.5))
     speak(chat, second, speech(0.5))

@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from app import REPLIED_MS, AppState, VoiceChat
+from omni import Settings
 from omni.history import EXPORT, History
 from omni.media import COOKIE, MediaStore, OwnerCookie
 from omni.store import Store, StoreOptions, conversations, utcnow
@@ -46,7 +47,8 @@ def start_app(tmp_path: Path, model: ScriptedModel | None = None, history: Histo
     media = MediaStore(tmp_path / "recordings")
     history = history or History.open(media.root, database(tmp_path))
     options = PauseDetectorOptions(turn=None)  # the 700 ms rule: these tests are about the handlers
-    return VoiceChat(model or ScriptedModel(), options, media, max_sessions=5, vad=LoudnessVad(), history=history)
+    settings = Settings(max_sessions=5)
+    return VoiceChat(model or ScriptedModel(), options, media, settings, vad=LoudnessVad(), history=history)
 
 
 def visit(chat: VoiceChat, owner: str) -> tuple[AppState, list, gr.Radio, str]:

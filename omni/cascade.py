@@ -100,7 +100,9 @@ class Cascade:
         self.options = options or CascadeOptions()
         self.sample_rate = tts.sample_rate
         self.queue = ComputeQueue()
-        self._own = CascadeSession(self)  # for callers without a conversation of their own (CLIs, bench)
+        # For callers without a conversation of their own (CLIs, bench): nobody waits on its reading of the words,
+        # so it answers the whole recording without one (and evaluates the prompt as a remote engine does).
+        self._own = CascadeSession(self, reads_turn_end=False)
 
     @classmethod
     def load(
@@ -149,12 +151,12 @@ class Cascade:
 class CascadeSession:
     """One conversation with the cascade: its phrases heard so far and its prompt cache (a `SpeechModel`)."""
 
-    def __init__(self, cascade: Cascade):
+    def __init__(self, cascade: Cascade, reads_turn_end: bool = True):
         self.cascade = cascade
         self.name, self.sample_rate = cascade.name, cascade.sample_rate
         self.phrases: list[Phrase] = []  # the latest turn heard, phrase by phrase
         self.slot = ChatSlot()
-        self.reads_turn_end = cascade.reads_turn_end
+        self.reads_turn_end = reads_turn_end and cascade.reads_turn_end
         self._reading: tuple[str, int, float] | None = None  # (words, history length, P(they end there)) read last
 
     def session(self) -> CascadeSession:

@@ -47,7 +47,10 @@ def test_a_turn_ends_by_itself_and_is_answered(conversation, say):
     assert reply["turn"].timings["total_ms"] > 0
 
 
-def test_speculation_is_used_when_the_user_stays_quiet(conversation, say):
+def test_speculation_is_used_when_the_user_stays_quiet(cascade, say):
+    """On the 700 ms rule: with the words read while the user speaks, the pause and the end of the turn often come
+    in one chunk, and the answer simply starts then."""
+    conversation = Conversation(cascade, PauseDetectorOptions(turn=None))
     stream(conversation, say("How many legs does a spider have?"), realtime=True)
     eot_at = time.perf_counter()
     chunks = conversation.reply()

@@ -391,7 +391,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     report["seconds"] = round(time.perf_counter() - started)
     report["turns"] = [asdict(r) for r in results]
-    (args.out / "quality.json").write_text(json.dumps(report, indent=2))
+    # numpy scalars (an int64 sample count, a float32 WER) are written as the numbers they are
+    (args.out / "quality.json").write_text(json.dumps(report, indent=2, default=lambda x: x.item()))
     print_table(report)
     print(f"wrote {args.out / 'quality.json'}")
 

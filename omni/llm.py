@@ -167,17 +167,22 @@ class ChatModel:
         self._logits_of = (slot, self.llm.n_tokens)
 
     def _next_token(self, slot: ChatSlot, sampler, tokens: list[int]) -> int:
-        """Bring SLOT's cache to TOKENS (the prompt and the reply so far) and sample the next token.
+        """Bring SLOT's cache to TOKENS (the prompt and the reply so far) and sample the next token."""
+        self._logits_after(slot, tokens)
+        return sampler.sample(self.llm._ctx, -1)
 
-        Normally only the token sampled last is evaluated. But another generation on the same slot may have run in
-        between (a speculative answer that was cancelled but not yet closed, or listening ahead): then the cache is
-        brought back to TOKENS from where they agree, never continued from someone else's tokens."""
+    def _logits_after(self, slot: ChatSlot, tokens: list[int]) -> None:
+        """Make llama.cpp's last logits those after TOKENS in SLOT's cache.
+
+        Normally nothing (or only the token sampled last) is left to evaluate. But another generation on the same
+        slot may have run in between (a speculative answer that was cancelled but not yet closed, or listening
+        ahead): then the cache is brought back to TOKENS from where they agree, never continued from someone else's
+        tokens, and at least the last token is evaluated again for its logits."""
         self._use(slot)
         cached = self.llm.longest_token_prefix(self.llm.input_ids[: self.llm.n_tokens].tolist(), tokens)
         if cached < len(tokens) or self._logits_of != (slot, len(tokens)):
             self.llm.n_tokens = min(cached, len(tokens) - 1)
             self._eval(slot, tokens[self.llm.n_tokens :])
-        return sampler.sample(self.llm._ctx, -1)
 
     def forget(self, slot: ChatSlot) -> None:
         """The conversation is over: drop its cache."""
@@ -260,18 +265,8 @@ class ChatModel:
     def _read_end(self, slot: ChatSlot, tokens: list[int], ends: list[int]) -> float:
         from utils.turn import end_probability
 
-        self._use(slot)
-        cached = self.llm.longest_token_prefix(self.llm.input_ids[: self.llm.n_tokens].tolist(), tokens)
-        if cached < len(tokens) or self._logits_of != (slot, len(tokens)):
-            self.llm.n_tokens = min(cached, len(tokens) - 1)
-            self._eval(slot, tokens[self.llm.n_tokens :])
+        self._logits_after(slot, tokens)
         return end_probability(self.llm, ends)
-
-    def end_probability(self, history: Sequence[Message], user_text: str, slot: ChatSlot | None = None) -> float:
-        """`read_steps` in one go."""
-        for reading in self.read_steps(history, user_text, slot):
-            pass
-        return reading
 
     def warm_up(self) -> None:
         """Evaluate the system prompt once, kept as where every new conversation starts; then one reply step."""

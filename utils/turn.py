@@ -115,6 +115,7 @@ class SmartTurn:
 # raining." 0.66 (Qwen2.5 1.5B). So the marks are taken off, and the model says itself whether one comes next.
 _FINAL_MARKS = re.compile(r"[\s.?!\u2026-]+$")
 _SENTENCE_ENDS = (".", "?", "!")
+_SENTINEL = "\x00user text\x00"
 # Words that end a hesitation, not a turn. Whisper mostly leaves them out, but writes "So. Um." as a sentence, which
 # the model read as finished (0.28).
 _FILLER_END = re.compile(r"\b(um+|uh+|erm|er|hmm+|mm+)[\s.,?!\u2026-]*$", re.IGNORECASE)
@@ -135,7 +136,6 @@ def policy_reading(words: str, probability: float) -> float:
     if len(_FINAL_MARKS.sub("", words).split()) <= OPENER_WORDS:
         return min(probability, UNSURE)
     return probability
-_SENTINEL = "\x00user text\x00"
 
 
 @cache

@@ -36,8 +36,8 @@ import numpy as np
 
 from omni.audio import SAMPLE_RATE, load_audio
 from omni.conversation import Conversation
-from omni.speech_model import SpeechModel
-from utils.turn import SmartTurn, TurnOptions, text_end_probability
+from omni.speech_model import SpeechModel, WordsEnd
+from utils.turn import SmartTurn, TurnOptions, read_words
 from utils.vad import PauseDetector, PauseDetectorOptions, SileroVad, VadEvent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,11 +96,12 @@ class Outcome:
     latency_ms: float | None  # last speech -> end of turn declared (None: no end, or an early one)
     heard: float | None  # smart-turn at the last pause
     read: float | None  # the text's P(end) when the turn ended
+    asks: bool | None  # ... and whether the words asked something
     events: list[str] = field(default_factory=list)
 
 
 class TextEnd:
-    """The language model's P(the words end here) as the app would have it: from Whisper's transcript of the turn up
+    """The language model's reading of the words as the app would have it: from Whisper's transcript of the turn up
     to a silence, known from the chunk after the one in which that silence began (see the module docstring)."""
 
     def __init__(self) -> None:
@@ -109,10 +110,10 @@ class TextEnd:
 
         self.asr = Transcriber("whisper-base")
         self.chat = ChatModel("qwen2.5-1.5b")
-        self.cache: dict[tuple[str, int], tuple[str, float]] = {}
+        self.cache: dict[tuple[str, int], tuple[str, WordsEnd]] = {}
         self.spent_s = 0.0  # in the app this work is done in the background: not counted as the detector's time
 
-    def probability(self, rec: Recording, start: int, end: int) -> float:
+    def reading(self, rec: Recording, start: int, end: int) -> WordsEnd:
         if (rec.name, end) not in self.cache:
             t0 = time.perf_counter()
             # The words as the app hands them over: from 0.3 s before speech_start to 0.2 s after the pause began.
@@ -120,16 +121,16 @@ class TextEnd:
                 np.array(rec.audio[max(0, start - SAMPLE_RATE * 3 // 10) : end + SAMPLE_RATE // 5])
             )
             prompt = self.chat.prompt([], words)
-            p = self.chat._thread.call(text_end_probability, self.chat.llm, prompt) if words else 0.0
-            self.cache[rec.name, end] = words, p
+            read = self.chat._thread.call(read_words, self.chat.llm, prompt) if words else WordsEnd(0.0)
+            self.cache[rec.name, end] = words, read
             self.spent_s += time.perf_counter() - t0
         return self.cache[rec.name, end][1]
 
     def for_detector(self, rec: Recording, detector: PauseDetector, chunk_start: Callable[[], int]):
-        def text_end(silence_start: int) -> float | None:
+        def text_end(silence_start: int) -> WordsEnd | None:
             if silence_start >= chunk_start():  # speech stopped in the chunk being heard: not transcribed yet
                 return None
-            return self.probability(rec, detector.speech_start, silence_start)
+            return self.reading(rec, detector.speech_start, silence_start)
 
         return text_end
 
@@ -162,7 +163,7 @@ def run(
 
 
 def classify(
-    rec: Recording, events: list[VadEvent], end_at: float, phase: int, heard_read: tuple[float | None, float | None]
+    rec: Recording, events: list[VadEvent], end_at: float, phase: int, heard_read: tuple[float | None, WordsEnd | None]
 ) -> Outcome:
     """The outcome of a run whose events were EVENTS, the end of turn declared at stream position END_AT."""
     end = next((e for e in events if e.kind == "end_of_turn"), None)
@@ -177,7 +178,11 @@ def classify(
         latency = 1000 * (end_at - rec.end) / SAMPLE_RATE
         verdict = "late" if latency > LATE_MS else "right"
     labels = [f"{e.kind}@{e.sample / SAMPLE_RATE:.2f}" for e in events]
-    return Outcome(rec.name, rec.kind, rec.held_out, 1000 * phase / SAMPLE_RATE, verdict, latency, *heard_read, labels)
+    heard, read = heard_read
+    return Outcome(
+        rec.name, rec.kind, rec.held_out, 1000 * phase / SAMPLE_RATE, verdict, latency, heard,
+        read and read.probability, read and read.asks, labels,
+    )
 
 
 def run_app(rec: Recording, model: SpeechModel, vad: SileroVad, smart_turn: SmartTurn, phase: int = 0) -> Outcome:

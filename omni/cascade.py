@@ -139,7 +139,7 @@ class Cascade:
 
     def listen(
         self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
-    ) -> float | None:
+    ) -> WordsEnd | None:
         return self._own.listen(audio, sample_rate, history, breaks)
 
     def respond(
@@ -157,7 +157,7 @@ class CascadeSession:
         self.phrases: list[Phrase] = []  # the latest turn heard, phrase by phrase
         self.slot = ChatSlot()
         self.reads_turn_end = reads_turn_end and cascade.reads_turn_end
-        self._reading: tuple[str, int, float] | None = None  # (words, history length, P(they end there)) read last
+        self._reading: tuple[str, int, WordsEnd] | None = None  # (words, history length, their reading) read last
 
     def session(self) -> CascadeSession:
         return self
@@ -212,10 +212,10 @@ class CascadeSession:
 
     def listen(
         self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
-    ) -> float | None:
+    ) -> WordsEnd | None:
         """Transcribe the turn so far and evaluate the prompt that answers it: if the user stops here, `respond`
         finds both done and starts writing at once; if they go on, it reuses the prompt up to the new words.
-        A local model also reads whether the words are finished: that probability is returned."""
+        A local model also reads whether the words are finished: that reading is returned."""
         if self.cascade.queue.replying(than=self):
             # Someone is waiting for a reply: on 2 cores, a transcription ahead (0.3-0.5 s, not interruptible)
             # would hold it up, as two browsers and two people at once showed (first audio 3-4 s late). This chunk's
@@ -232,8 +232,8 @@ class CascadeSession:
 
     def _read(
         self, history: Sequence[Message], words: str, priority: Callable[[], float], keep: bool = False
-    ) -> Generator[ReplyChunk, None, float]:
-        """The language model's P(the user's WORDS end there); the same words are read once. With KEEP, its steps
+    ) -> Generator[ReplyChunk, None, WordsEnd]:
+        """The language model's reading of the user's WORDS (`WordsEnd`); the same words are read once. With KEEP, its steps
         keep the model like a clause does (a reply's reading: the detector and the listener wait for it)."""
         if self._reading and self._reading[:2] == (words, len(history)):
             return self._reading[2]
@@ -298,9 +298,9 @@ class CascadeSession:
         yield Transcript(transcript)
         if self.reads_turn_end:
             # Has the user finished? Listening ahead has often read these very words already.
-            words_end = yield from self._read(history, transcript, lead, keep=True)
+            reading = yield from self._read(history, transcript, lead, keep=True)
             mark("words_end_ms")
-            yield WordsEnd(words_end)
+            yield reading
 
         reply: list[str] = []
         splitter = ClauseSplitter(cascade.options.first_clause_words)

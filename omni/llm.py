@@ -13,7 +13,7 @@ import llama_cpp
 from omni.arithmetic import with_note
 from omni.cpu import others_busy
 from omni.models import ModelError, resolve
-from omni.speech_model import Message
+from omni.speech_model import Message, WordsEnd
 from omni.threads import OwnThread
 
 SYSTEM_PROMPT = (
@@ -246,11 +246,14 @@ class ChatModel:
             tokens.append(token)
             yield text.decode(self.llm._model.detokenize([token]))
 
-    def read_steps(self, history: Sequence[Message], user_text: str, slot: ChatSlot | None = None) -> Iterator[float | None]:
-        """Read whether the user has finished: P(their words end where USER_TEXT does) (`utils.turn`).
+    def read_steps(
+        self, history: Sequence[Message], user_text: str, slot: ChatSlot | None = None
+    ) -> Iterator[WordsEnd | None]:
+        """Read whether the user has finished: P(their words end where USER_TEXT does), and whether they ask
+        something (`utils.turn`).
 
         The prompt up to the words is evaluated into SLOT's cache one step at a time (each yields None); the last
-        step yields the probability. The cache then holds the prompt up to the words: a reply to USER_TEXT only
+        step yields the reading. The cache then holds the prompt up to the words: a reply to USER_TEXT only
         evaluates the template's tail, and if the user goes on, the new words are evaluated after them."""
         from utils.turn import policy_reading, words_prompt
 

@@ -65,10 +65,13 @@ class Audio:
 
 @dataclass(frozen=True)
 class WordsEnd:
-    """Right after the transcript, from a model that `reads_turn_end`: its probability that the user's words end
-    where the transcript does. The conversation's pause detector uses it; readers of a reply never see it."""
+    """A model's reading of the user's words (`reads_turn_end`): its probability that they end where the transcript
+    does, and whether they ask something (a question: the answer is wanted now; a statement may be the preamble to
+    one). Returned by `listen`, and a chunk of `respond` right after the transcript; the conversation's pause
+    detector uses it, readers of a reply never see it."""
 
     probability: float
+    asks: bool = True
 
 
 @dataclass(frozen=True)
@@ -120,11 +123,11 @@ class SpeechModel(Protocol):
 
     def listen(
         self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
-    ) -> float | None:
+    ) -> WordsEnd | None:
         """Get ready to answer a turn still under way: `audio` is what the user has said so far (`breaks` as above).
 
         Called again and again while they speak (never while `respond` runs for the same conversation); the work
         it does ahead, such as transcribing, shortens the `respond` that follows. Doing nothing is correct.
-        A model that `reads_turn_end` returns its probability that the words in `audio` are the whole turn.
+        A model that `reads_turn_end` returns its reading of the words in `audio` (`WordsEnd`).
         """
         ...

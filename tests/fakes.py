@@ -66,7 +66,8 @@ class ScriptedModel:
     histories: list[list[Message]] = field(default_factory=list)
     running: int = 0  # replies being generated right now
     waiting: int = 0  # what `CascadeSession.waiting` would say: this conversation's place in line for the model
-    words_end: float | None = None  # the reading after each transcript (None: it reads nothing)
+    words_end: float | None = None  # the reading after each transcript (None: it reads nothing) ...
+    asks: bool = True  # ... of a question
 
     @property
     def reads_turn_end(self) -> bool:
@@ -79,7 +80,7 @@ class ScriptedModel:
         self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
     ) -> float | None:
         self.listened.append(audio.size)
-        return self.words_end
+        return None if self.words_end is None else WordsEnd(self.words_end, self.asks)
 
     def respond(
         self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
@@ -95,7 +96,7 @@ class ScriptedModel:
             time.sleep(self.wait_s)
             yield Transcript(transcript)
             if self.words_end is not None:
-                yield WordsEnd(self.words_end)
+                yield WordsEnd(self.words_end, self.asks)
             said = ""
             for word in self.reply.split(" "):
                 time.sleep(self.delay_s)

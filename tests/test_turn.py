@@ -19,7 +19,8 @@ from omni import models
 from omni.audio import FRAME, SAMPLE_RATE
 from omni.conversation import Conversation
 from omni.models import ModelError
-from utils.turn import SmartTurn, TurnOptions, text_end_probability
+from omni.speech_model import WordsEnd
+from utils.turn import SmartTurn, TurnOptions, read_words
 from utils.vad import PauseDetector, PauseDetectorOptions, SileroVad, VadEvent
 
 MS = SAMPLE_RATE // 1000
@@ -114,13 +115,17 @@ def test_verdicts_on_real_speech(smart_turn):
 def test_policy_table():
     o, fallback = OPTIONS, 700.0
     done, unsure, open_ = 0.99, 0.3, 0.02  # by ear
+    asked, told = WordsEnd(0.5), WordsEnd(0.5, asks=False)  # a finished question, a finished statement
     # With a language model: both must agree for a fast end; the text's "unfinished" wins.
-    assert o.required_silence_ms(done, 0.5, fallback, reading=True) == o.complete_ms
-    assert o.required_silence_ms(unsure, 0.5, fallback, reading=True) == o.complete_ms
-    assert o.required_silence_ms(open_, 0.5, fallback, reading=True) == fallback
-    assert o.required_silence_ms(done, 0.001, fallback, reading=True) == o.incomplete_ms
-    assert o.required_silence_ms(done, 0.03, fallback, reading=True) == fallback
-    assert o.required_silence_ms(open_, 0.03, fallback, reading=True) == o.incomplete_ms
+    assert o.required_silence_ms(done, asked, fallback, reading=True) == o.complete_ms
+    assert o.required_silence_ms(unsure, asked, fallback, reading=True) == o.complete_ms
+    assert o.required_silence_ms(open_, asked, fallback, reading=True) == fallback
+    assert o.required_silence_ms(done, WordsEnd(0.001), fallback, reading=True) == o.incomplete_ms
+    assert o.required_silence_ms(done, WordsEnd(0.03), fallback, reading=True) == fallback
+    assert o.required_silence_ms(open_, WordsEnd(0.03), fallback, reading=True) == o.incomplete_ms
+    # A statement may be the preamble to a question: a breath longer ("I have two cats. | And one dog.").
+    assert o.complete_ms < o.required_silence_ms(done, told, fallback, reading=True) == o.statement_ms < fallback
+    assert o.required_silence_ms(done, WordsEnd(0.001, asks=False), fallback, reading=True) == o.incomplete_ms
     # ... and while the words are not read yet, the old rule if the ear is sure, else it waits for them.
     assert o.required_silence_ms(done, None, fallback, reading=True) == fallback
     assert o.required_silence_ms(unsure, None, fallback, reading=True) == o.incomplete_ms
@@ -151,7 +156,7 @@ def test_a_complete_utterance_ends_fast(vad, smart_turn, name):
     assert end.detected_at - end.sample == np.ceil(OPTIONS.complete_ms * MS / FRAME) * FRAME
     assert end.detected_at - rec.end < 600 * MS
     # A language model that agrees changes nothing; one that is still reading holds the fast end back.
-    agreeing = PauseDetector(PauseDetectorOptions(), vad.fork(), smart_turn=smart_turn, text_end=lambda s: 0.5)
+    agreeing = PauseDetector(PauseDetectorOptions(), vad.fork(), smart_turn=smart_turn, text_end=lambda s: WordsEnd(0.5))
     assert feed(agreeing, rec.audio) == feed(PauseDetector(by_ear, vad.fork()), rec.audio)
     reading = PauseDetector(PauseDetectorOptions(), vad.fork(), smart_turn=smart_turn, text_end=lambda s: None)
     slow = end_of_turn(feed(reading, rec.audio))
@@ -185,16 +190,16 @@ def test_text_that_goes_on_keeps_a_finished_sounding_clause_open(vad, smart_turn
     # The words are read a chunk after the pause began; "Unless the weather gets a lot better" goes on (0.003).
     asked = []
 
-    def text_end(silence_start: int) -> float | None:
+    def text_end(silence_start: int) -> WordsEnd | None:
         asked.append(silence_start)
         if detector.samples_fed < silence_start + CHUNK:
             return None
-        return 0.003 if silence_start < pause[1] else 0.54
+        return WordsEnd(0.003, asks=False) if silence_start < pause[1] else WordsEnd(0.54, asks=False)
 
     detector = PauseDetector(PauseDetectorOptions(), vad.fork(), smart_turn=smart_turn, text_end=text_end)
     events = feed(detector, rec.audio)
     end = end_of_turn(events)
-    assert end.sample >= rec.end - 200 * MS and detector.verdict[1] == 0.54
+    assert end.sample >= rec.end - 200 * MS and detector.verdict[1] == WordsEnd(0.54, asks=False)
     assert {e.sample for e in events if e.kind == "pause"} == set(asked)  # asked about each pause, by its start
 
 
@@ -244,9 +249,9 @@ def chat():
 
 
 @pytest.mark.slow
-def test_text_end_probability(chat):
+def test_read_words(chat):
     def p(words: str) -> float:
-        return chat._thread.call(text_end_probability, chat.llm, chat.prompt([], words))
+        return chat._thread.call(read_words, chat.llm, chat.prompt([], words)).probability
 
     finished = ["What is the capital of France?", "Can you set a timer for 10 minutes?", "Do you know any good jokes?"]
     unfinished = [
@@ -266,7 +271,8 @@ def test_text_end_probability(chat):
     assert chat.llm._input_ids.tolist() == formatted[:held] and len(formatted) - held <= 6  # the template's tail
     assert p("So, um...") == pytest.approx(p("So, um..."), rel=0.1)  # again: one token evaluated, same answer
     history = [{"role": "user", "content": "Hello, my name is Anna."}, {"role": "assistant", "content": "Hi Anna!"}]
-    assert chat._thread.call(text_end_probability, chat.llm, chat.prompt(history, "What is my name?")) > 0.1
+    reading = chat._thread.call(read_words, chat.llm, chat.prompt(history, "What is my name?"))
+    assert reading.probability > 0.1 and reading.asks
 
 
 # --- the whole decision in the app's path: Conversation on the real cascade -------------------------------------
@@ -298,8 +304,9 @@ def test_the_app_ends_a_finished_question_after_a_quarter_second(cascade, vad, s
     try:
         end = end_of_turn(events)
         heard, read = talk.ended.verdict
-        assert read is not None and read >= OPTIONS.text_complete, (heard, read)
-        assert end.detected_at - end.sample == np.ceil(OPTIONS.complete_ms * MS / FRAME) * FRAME
+        assert read is not None and read.probability >= OPTIONS.text_complete, (heard, read)
+        wait_ms = OPTIONS.complete_ms if read.asks else OPTIONS.statement_ms
+        assert end.detected_at - end.sample == np.ceil(wait_ms * MS / FRAME) * FRAME
         assert abs(end.sample - rec.end) <= 200 * MS
     finally:
         talk.close()
@@ -321,10 +328,22 @@ def test_the_app_does_not_cut_a_sentence_at_its_pause(cascade, vad, smart_turn, 
 def test_the_policy_takes_fillers_as_unfinished_and_openers_as_unsure():
     from utils.turn import policy_reading
 
-    assert policy_reading("So. Um.", 0.28) == 0.0 and policy_reading("I was thinking that, uh...", 0.4) == 0.0
-    assert policy_reading("I like rum.", 0.4) == 0.4  # a word that ends like a filler is not one
+    def p(words: str, probability: float) -> float:
+        return policy_reading(words, probability).probability
+
+    assert p("So. Um.", 0.28) == 0.0 and p("I was thinking that, uh...", 0.4) == 0.0
+    assert p("I like rum.", 0.4) == 0.4  # a word that ends like a filler is not one
     unsure = (OPTIONS.text_incomplete, OPTIONS.text_complete)
-    assert unsure[0] <= policy_reading("Hello.", 0.6) < unsure[1]  # "Hello, | my name is Anna"
-    assert unsure[0] <= policy_reading("Well, so", 0.3) < unsure[1]
-    assert policy_reading("Hello, my name is Anna.", 0.6) == 0.6
-    assert policy_reading("Hello.", 0.001) == 0.001  # unfinished stays unfinished
+    assert unsure[0] <= p("Hello.", 0.6) < unsure[1]  # "Hello, | my name is Anna"
+    assert unsure[0] <= p("Well, so", 0.3) < unsure[1]
+    assert p("Hello, my name is Anna.", 0.6) == 0.6
+    assert p("Hello.", 0.001) == 0.001  # unfinished stays unfinished
+
+
+def test_the_policy_knows_a_question_from_a_statement():
+    from utils.turn import policy_reading
+
+    assert policy_reading("What is the capital of France?", 0.6).asks
+    assert policy_reading('Did he say "why?"', 0.6).asks
+    assert not policy_reading("My name is Tom.", 0.6).asks
+    assert not policy_reading("Turn off the lights, please.", 0.6).asks

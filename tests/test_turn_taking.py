@@ -13,7 +13,7 @@ import pytest
 from omni import Audio, TextDelta
 from omni.audio import SAMPLE_RATE
 from omni.conversation import INTERRUPTED, READ_SLACK, Conversation, ConversationOptions
-from omni.speech_model import NoSpeechError
+from omni.speech_model import NoSpeechError, WordsEnd
 from tests.conftest import collect
 from tests.fakes import LoudnessVad, ScriptedModel, chunks, silence, speech
 from utils.vad import PauseDetectorOptions
@@ -73,6 +73,23 @@ def test_the_model_listens_ahead_while_the_user_speaks():
         if talk._listening:
             talk._listening.join(1)
     assert len(model.listened) >= 2 and model.listened == sorted(model.listened)
+
+
+@pytest.mark.parametrize(("speech_s", "same_audio"), [(1.4, True), (1.1, False)])
+def test_the_answer_at_a_pause_hears_what_listening_ahead_heard_past_the_silence(speech_s, same_audio):
+    """Speech that stops late in a chunk: listening ahead on that chunk heard past where the silence began, so the
+    answer at the pause (next chunk) takes that audio and the model has its words already. Speech that stopped
+    earlier paused in its own chunk: the answer hears its words with the post-roll."""
+    model = ScriptedModel()
+    talk = conversation(model)
+    for chunk in chunks(np.concatenate([speech(speech_s), silence(0.5)])):
+        talk.hear(chunk, SAMPLE_RATE)
+        if talk._listening:
+            talk._listening.join(1)
+    assert talk._speculation is not None
+    collect(talk._speculation)
+    assert (model.heard[0] == model.listened[-1]) is same_audio
+    assert model.heard[0] >= speech_s * SAMPLE_RATE  # every word, whatever it took
 
 
 def test_audio_after_the_end_of_a_turn_belongs_to_the_next_one():
@@ -156,9 +173,12 @@ def test_each_conversation_has_its_own_history():
 FRAME_MS = 32
 
 
-def reading_conversation(words_end: float | None, heard: float = 0.9) -> tuple[Conversation, ScriptedModel]:
-    """A conversation on the semantic end of turn: smart-turn hears HEARD, the model reads WORDS_END."""
-    model = ScriptedModel(words_end=words_end)
+def reading_conversation(
+    words_end: float | None, heard: float = 0.9, asks: bool = True
+) -> tuple[Conversation, ScriptedModel]:
+    """A conversation on the semantic end of turn: smart-turn hears HEARD, the model reads WORDS_END (of a question
+    if ASKS)."""
+    model = ScriptedModel(words_end=words_end, asks=asks)
     talk = Conversation(
         model, PauseDetectorOptions(), ConversationOptions(listen_ahead=False), vad=LoudnessVad(),
         smart_turn=lambda audio: heard,
@@ -195,6 +215,12 @@ def test_finished_words_end_the_turn_after_a_quarter_second():
     assert reply["transcript"] == "1.0 s of speech" and reply["turn"] is not None
 
 
+def test_a_finished_statement_waits_a_breath_longer():
+    """ "I have two cats. | And one dog.": a statement may be the preamble to more; a 0.45 s breath stays inside."""
+    talk, _ = reading_conversation(words_end=0.9, asks=False)
+    assert end_after_pause(talk, 1.0) == 480  # TurnOptions.statement_ms
+
+
 def test_unfinished_words_keep_the_turn_open_up_to_three_seconds():
     talk, _ = reading_conversation(words_end=0.01)
     assert end_after_pause(talk, 2.5) is None  # "If it stops raining" goes on
@@ -219,16 +245,16 @@ def test_a_reading_counts_only_if_it_heard_every_word_of_this_turn():
     say(talk, np.concatenate([speech(1.0), silence(0.1)]))  # stopped talking 0.1 s ago: no pause yet
     stopped, heard = talk.detector.speech_end, talk.detector.position
     assert stopped is not None and stopped < heard
-    turn = talk._turns
-    talk._reading = (turn, heard, 0.9)  # read up to now: every word
-    assert talk._words_end(stopped) == 0.9
-    talk._reading = (turn, stopped - READ_SLACK, 0.9)  # Silero hears silence late: this had every sound
-    assert talk._words_end(stopped) == 0.9
-    talk._reading = (turn, stopped - READ_SLACK - 1, 0.9)  # read before the last words
+    turn, done = talk._turns, WordsEnd(0.9)
+    talk._reading = (turn, heard, done)  # read up to now: every word
+    assert talk._words_end(stopped) == done
+    talk._reading = (turn, stopped - READ_SLACK, done)  # Silero hears silence late: this had every sound
+    assert talk._words_end(stopped) == done
+    talk._reading = (turn, stopped - READ_SLACK - 1, done)  # read before the last words
     assert talk._words_end(stopped) is None
-    talk._reading = (turn, heard + 512, 0.9)  # past what the VAD has judged: a word may start there
+    talk._reading = (turn, heard + 512, done)  # past what the VAD has judged: a word may start there
     assert talk._words_end(stopped) is None
-    talk._reading = (turn - 1, heard, 0.9)  # the turn before
+    talk._reading = (turn - 1, heard, done)  # the turn before
     assert talk._words_end(stopped) is None
 
 

@@ -4,9 +4,10 @@
   last <= 8 s of the turn as Whisper log-mel features and gives the probability that the utterance is complete.
   It hears melody and rhythm (a trailing "um", a rising "and..."), not meaning: a finished-sounding opening
   clause ("Unless the weather gets a lot better,") scores high.
-* `text_end_probability` reads it: the chat model's probability that the user's words end where the transcript
-  does (LiveKit's idea: the chat template's end-of-message token after the transcript; here also a sentence's
-  end). It knows that "If it stops raining" goes on; it cannot hear a question trail off.
+* `read_words` reads it: the chat model's probability that the user's words end where the transcript does
+  (LiveKit's idea: the chat template's end-of-message token after the transcript; here also a sentence's end),
+  and whether they ask something. It knows that "If it stops raining" goes on; it cannot hear a question trail
+  off.
 * `TurnOptions.required_silence_ms` turns both into how much silence ends the turn: short after a complete
   utterance, long after an unfinished one, the old 700 ms rule when they disagree or do not know.
   `utils.vad.PauseDetector` asks it at every silent frame and stays the one place that decides.
@@ -26,6 +27,7 @@ import numpy as np
 
 from omni.audio import SAMPLE_RATE
 from omni.models import ModelError
+from omni.speech_model import WordsEnd
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -119,23 +121,26 @@ _SENTINEL = "\x00user text\x00"
 # Words that end a hesitation, not a turn. Whisper mostly leaves them out, but writes "So. Um." as a sentence, which
 # the model read as finished (0.28).
 _FILLER_END = re.compile(r"\b(um+|uh+|erm|er|hmm+|mm+)[\s.,?!\u2026-]*$", re.IGNORECASE)
+_QUESTION_END = re.compile(r"\?[\s\"')\u201d]*$")
 
 
 OPENER_WORDS = 2  # "Hello," "Well, so": finished as sentences, but as often the start of one
 UNSURE = 0.05  # a reading between TurnOptions' text_incomplete and text_complete: the 700 ms rule decides
 
 
-def policy_reading(words: str, probability: float) -> float:
-    """The model's P(the words end here), as the end-of-turn policy should take it.
+def policy_reading(words: str, probability: float) -> WordsEnd:
+    """The model's P(the words end here), as the end-of-turn policy should take it, and whether they ask something
+    (Whisper ends a question with "?").
 
     Words that end on a filler ("um", "uh") are a speaker thinking: 0. One or two words read finished (the model
     gave "Hello." >= 0.1) but people pause after them and go on ("Hello, | my name is Anna" lost its second half
     to a 0.34 s comma pause): at most unsure, so they end after 700 ms, not 256."""
+    asks = bool(_QUESTION_END.search(words))
     if _FILLER_END.search(words):
-        return 0.0
+        return WordsEnd(0.0, asks)
     if len(_FINAL_MARKS.sub("", words).split()) <= OPENER_WORDS:
-        return min(probability, UNSURE)
-    return probability
+        return WordsEnd(min(probability, UNSURE), asks)
+    return WordsEnd(probability, asks)
 
 
 @cache
@@ -172,8 +177,9 @@ def end_probability(llm: Llama, ends: Sequence[int]) -> float:
     return float(np.exp(logits[list(ends)] - top).sum() / np.exp(logits - top).sum())
 
 
-def text_end_probability(llm: Llama, messages: Sequence[Mapping[str, str]]) -> float:
-    """P(the user's words end here) for MESSAGES, whose last one is the user's words so far (a transcript).
+def read_words(llm: Llama, messages: Sequence[Mapping[str, str]]) -> WordsEnd:
+    """P(the user's words end here) for MESSAGES, whose last one is the user's words so far (a transcript), and
+    whether they ask something (`policy_reading`).
 
     The chat prompt is evaluated up to the end of the user's words, final punctuation removed, and the model's
     probability for what comes next is read: the template's end-of-message token (Qwen's `<|im_end|>`) or a
@@ -221,6 +227,10 @@ class TurnOptions:
     check_ms: float = 192.0  # = pause_ms in frames: the verdict is there when speculation starts
     # 8 frames of silence by Silero, which reports silence ~70 ms after the last sound (median on our set): ~1/3 s.
     complete_ms: float = 256.0
+    # Finished words that ask nothing: people add to a statement after a breath ("I have two cats. | And one dog.",
+    # "I'm going to Lisbon. | What should I see?"). At 256 ms, 0.45 s breaths after such a clause ended 3 turns of
+    # bench.quality; a question wants its answer now. 15 frames: a 0.45 s breath (Silero: ~0.4 s) stays inside.
+    statement_ms: float = 480.0
     incomplete_ms: float = 3000.0  # pipecat's stop_secs: a thinking pause after "and" or "um" may be long
     audio_complete: float = 0.5  # smart-turn's own threshold; used alone when there is no text to read
     audio_incomplete: float = 0.1  # below: unfinished by ear (a fast end needs the ear not to object)
@@ -236,18 +246,19 @@ class TurnOptions:
     ear_alone_ends_fast: bool = False
 
     def __post_init__(self) -> None:
-        if not 0 <= self.check_ms <= self.complete_ms <= self.incomplete_ms:
-            raise ValueError("need 0 <= check_ms <= complete_ms <= incomplete_ms")
+        if not 0 <= self.check_ms <= self.complete_ms <= self.statement_ms <= self.incomplete_ms:
+            raise ValueError("need 0 <= check_ms <= complete_ms <= statement_ms <= incomplete_ms")
         if not 0 <= self.audio_incomplete <= self.audio_complete <= 1:
             raise ValueError("need 0 <= audio_incomplete <= audio_complete <= 1")
         if not 0 <= self.text_incomplete <= self.text_complete <= 1:
             raise ValueError("need 0 <= text_incomplete <= text_complete <= 1")
 
-    def required_silence_ms(self, audio: float, text: float | None, fallback_ms: float, reading: bool) -> float:
-        """Silence that ends the turn, from smart-turn's P(complete) (AUDIO) and the text's P(end) (TEXT: None
-        while not known). READING: a text probability is to come at all (a language model is wired in).
+    def required_silence_ms(self, audio: float, text: WordsEnd | None, fallback_ms: float, reading: bool) -> float:
+        """Silence that ends the turn, from smart-turn's P(complete) (AUDIO) and the language model's reading of the
+        words (TEXT: None while not known). READING: a reading is to come at all (a language model is wired in).
 
-        With a text: finished by the text and the ear does not object -> `complete_ms`; unfinished by the text,
+        With a text: finished by the text and the ear does not object -> `complete_ms` for a question,
+        `statement_ms` for words that ask nothing; unfinished by the text,
         or unsure text and unfinished by ear -> `incomplete_ms`; else FALLBACK_MS. Without one (pipecat's way):
         finished by ear -> `complete_ms` (with `ear_alone_ends_fast`), unfinished -> `incomplete_ms`, else
         FALLBACK_MS. While the text is still to come: FALLBACK_MS if the ear hears "finished", else the turn waits
@@ -262,8 +273,9 @@ class TurnOptions:
             if self.ear_alone_ends_fast and audio >= self.audio_complete:
                 return self.complete_ms
             return self.incomplete_ms if unfinished_by_ear else fallback_ms
-        if text < self.text_incomplete or (text < self.text_complete and unfinished_by_ear):
+        p = text.probability
+        if p < self.text_incomplete or (p < self.text_complete and unfinished_by_ear):
             return self.incomplete_ms
-        if text >= self.text_complete and not unfinished_by_ear:
-            return self.complete_ms
+        if p >= self.text_complete and not unfinished_by_ear:
+            return self.complete_ms if text.asks else self.statement_ms
         return fallback_ms

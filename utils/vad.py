@@ -16,8 +16,9 @@ Two pieces, one concern each:
 
 How much silence ends the turn depends on what was said (`utils.turn`): at the frame where a silence reaches
 `TurnOptions.check_ms`, smart-turn hears the turn's last phrase up to that frame; with the language model's
-probability that the words end there (a callable, `text_end`), `TurnOptions.required_silence_ms` says how long to
-wait: ~1/3 s after a finished utterance, 3 s after an unfinished one, the old 700 ms (`end_of_turn_ms`) if unsure.
+reading of the words up to there (a callable, `text_end`), `TurnOptions.required_silence_ms` says how long to
+wait: ~1/4 s after a finished question, ~1/2 s after a finished statement, 3 s after an unfinished one, the old
+700 ms (`end_of_turn_ms`) if unsure.
 
 Sample accounting. Every event carries `sample`, an index into the 16 kHz stream fed since `reset()`
 (`PauseDetector.audio`), and `detected_at`, the stream position at which the event was decided (the end
@@ -46,6 +47,7 @@ import numpy as np
 import soxr
 
 from omni.audio import FRAME, SAMPLE_RATE, AudioError, to_mono_float32
+from omni.speech_model import WordsEnd
 from utils.turn import SmartTurn, TurnOptions
 
 CONTEXT = 64  # samples of the previous frame that Silero v5/v6 wants in front of each 16 kHz frame
@@ -225,8 +227,8 @@ class PauseDetector:
 
     With `options.turn` (the default) the end of a turn depends on what was said, not only on the silence:
     `smart_turn` (default: `SmartTurn.shared()`, loaded here) hears each pause once, and `text_end`, if set, is
-    asked at every silent frame after that for the language model's probability that the user's words end at
-    the given sample (where this silence began): a float, or None while it is not known. It must be quick (read
+    asked at every silent frame after that for the language model's reading of the user's words up to the given
+    sample (where this silence began): a `WordsEnd`, or None while it is not known. It must be quick (read
     a value computed elsewhere, e.g. while listening ahead) and answer only for a transcript that covers the
     audio up to that sample. Its answers may depend on timing; everything else depends only on the audio.
 
@@ -240,7 +242,7 @@ class PauseDetector:
         *,
         barge_in: bool = False,
         smart_turn: SmartTurn | None = None,
-        text_end: Callable[[int], float | None] | None = None,
+        text_end: Callable[[int], WordsEnd | None] | None = None,
     ) -> None:
         self.options = options if options is not None else PauseDetectorOptions()
         self.vad = vad if vad is not None else SileroVad()  # loads on the first frame if not loaded
@@ -273,7 +275,7 @@ class PauseDetector:
         self._silence_start: int | None = None  # after speech_start: where the current silence began
         self._speech_end: int | None = None
         self._heard: float | None = None  # smart-turn's P(complete) for the current silence
-        self._read: float | None = None  # the text's P(the words end here), as last read
+        self._read: WordsEnd | None = None  # the language model's reading of the words, as last read
 
     @property
     def started_talking(self) -> bool:
@@ -299,9 +301,9 @@ class PauseDetector:
         return self._speech_end
 
     @property
-    def verdict(self) -> tuple[float | None, float | None]:
-        """(smart-turn's P(complete), the text's P(end)) for the current or last silence; None: not asked or
-        not known (yet)."""
+    def verdict(self) -> tuple[float | None, WordsEnd | None]:
+        """(smart-turn's P(complete), the language model's reading) for the current or last silence; None: not
+        asked or not known (yet)."""
         return self._heard, self._read
 
     @property

@@ -9,7 +9,6 @@ words on our recordings. Turns that do not fit in 30 s take faster-whisper's ord
 from __future__ import annotations
 
 import math
-import os
 import zlib
 from dataclasses import dataclass
 
@@ -31,7 +30,10 @@ class AsrOptions:
     language: str | None = "en"
     # Greedy. Beam 5 on bench.quality: WER 5.5 -> 4.9 % held in but 4.5 -> 10.3 % held out, +80 ms a turn.
     beam_size: int = 1
-    threads: int = min(2, os.cpu_count() or 1)
+    # One thread. CTranslate2's OpenMP threads spin at their barriers, so next to one busy process (a browser) two
+    # were slower than one: 284 vs 262 ms for a 3 s phrase, 481 vs 450 ms for 8.4 s of speech, 1027 vs 895 ms for
+    # 17 s. Quiet, two gained nothing on a phrase (232 vs 231 ms) and ~11 % on long speech (416 vs 468 ms).
+    threads: int = 1
     # Whisper invents words on noise ("Thank you.", "the", "Ch-ch-ch-ch..."). Its own rules, kept here:
     no_speech_threshold: float = 0.6  # unsure there is speech ...
     min_avg_logprob: float = -1.0  # ... and unsure of the words: silence

@@ -94,6 +94,9 @@ class AppState:
     # (its cookie), which owns its recordings and stored conversations.
     session: str = ""
     owner: str = ""
+    # Gradio's id of the page: when the page is closed or reloaded, `VoiceChat.leave` gets it at once (the state
+    # itself is only deleted an hour later), and the session's place among those talking is free again.
+    page: str = ""
     origin: str = ""  # the app's public address, for the URLs of recordings (behind a proxy: as the browser sees it)
     live: LiveReply | None = None  # the stream of the reply to the turn that just ended, opened with its end
     # The open conversation: its id in the store and the name of its recordings folder.
@@ -183,15 +186,21 @@ class VoiceChat:
         now = time.monotonic()
         with self._admission:
             self._active = {s: t for s, t in self._active.items() if now - t < ACTIVE_S}
-            if state.session not in self._active and len(self._active) >= self.settings.max_sessions:
+            if state.page not in self._active and len(self._active) >= self.settings.max_sessions:
                 return False
-            self._active[state.session] = now
+            self._active[state.page] = now
             return True
+
+    def leave(self, request: gr.Request) -> None:
+        """The page was closed or reloaded (`demo.unload`): its place among those talking is free at once. Kept for
+        ACTIVE_S, a reload while someone else talked was turned away for up to half a minute."""
+        with self._admission:
+            self._active.pop(request.session_hash, None)
 
     def forget(self, state: AppState) -> None:
         """The browser session is gone (Gradio deletes its state): free what its conversation held."""
         with self._admission:
-            self._active.pop(state.session, None)
+            self._active.pop(state.page, None)
         if state.conversation is not None:
             state.conversation.close()
 
@@ -200,6 +209,7 @@ class VoiceChat:
         if state.session:
             return
         state.session = new_id()
+        state.page = (request and request.session_hash) or state.session
         state.owner = (request and owner_of(request.headers.get("cookie"))) or new_id()
         if request and request.request:
             state.origin = get_root_url(request.request, "/gradio_api/queue/join", None)
@@ -642,6 +652,7 @@ def build_demo(chat: VoiceChat) -> gr.Blocks:
         # Conversations that last. Leaving the open conversation drops the reply under way and its playback.
         shown = [state, chatbot, conversations, export]
         demo.load(chat.load, [state], shown)
+        demo.unload(chat.leave)
         answering.then(chat.listing, [state], [conversations, export])  # a turn was written: new count, title
         conversations.input(chat.open, [conversations, state], shown, cancels=[answering]).then(
             None, js=page.SILENCE_REPLY

@@ -5,6 +5,8 @@ Fast and deterministic; test_app.py runs the same handlers with the real models,
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gradio as gr
 import numpy as np
 import pytest
@@ -68,9 +70,21 @@ def test_a_third_session_is_told_to_come_back_later(tmp_path):
     with pytest.warns(UserWarning, match="try again in a minute"):
         _, _ended, mic_off, _, _ = chat.on_chunk((BROWSER_RATE, np.zeros(24000, np.int16)), third)
     assert isinstance(mic_off, float) and third.conversation is None  # the microphone goes off, nothing heard
-    chat.forget(first)  # the first one closed the page: room again
+    chat.forget(first)  # the first one's state was deleted: room again
     _, _, mic_off, _, _ = chat.on_chunk((BROWSER_RATE, np.zeros(24000, np.int16)), third)
     assert mic_off == gr.skip() and third.conversation is not None
+
+
+def test_a_closed_or_reloaded_page_gives_its_place_back_at_once(tmp_path):
+    """Gradio deletes a closed page's state an hour later; its unload event comes at once. Counted as talking until
+    ACTIVE_S had passed, a page reloaded while someone else talked was turned away (the browser tests met it)."""
+    chat = make_chat(tmp_path, settings=Settings(max_sessions=2))
+    first, second, reloaded = AppState(), AppState(), AppState()
+    speak(chat, first, speech(0.5))
+    speak(chat, second, speech(0.5))
+    chat.leave(SimpleNamespace(session_hash=second.page))  # demo.unload: the second page was reloaded
+    _, _, mic_off, _, _ = chat.on_chunk((BROWSER_RATE, np.zeros(24000, np.int16)), reloaded)
+    assert mic_off == gr.skip() and reloaded.conversation is not None
 
 
 def test_the_chat_says_so_while_another_conversation_has_the_model(tmp_path):

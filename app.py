@@ -191,16 +191,18 @@ class VoiceChat:
             self._active[state.page] = now
             return True
 
+    def _free(self, page: str) -> None:
+        with self._admission:
+            self._active.pop(page, None)
+
     def leave(self, request: gr.Request) -> None:
         """The page was closed or reloaded (`demo.unload`): its place among those talking is free at once. Kept for
         ACTIVE_S, a reload while someone else talked was turned away for up to half a minute."""
-        with self._admission:
-            self._active.pop(request.session_hash, None)
+        self._free(request.session_hash)
 
     def forget(self, state: AppState) -> None:
         """The browser session is gone (Gradio deletes its state): free what its conversation held."""
-        with self._admission:
-            self._active.pop(state.page, None)
+        self._free(state.page)
         if state.conversation is not None:
             state.conversation.close()
 

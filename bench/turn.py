@@ -37,7 +37,7 @@ import numpy as np
 from omni.audio import SAMPLE_RATE, load_audio
 from omni.conversation import Conversation
 from omni.speech_model import SpeechModel, WordsEnd
-from utils.turn import SmartTurn, TurnOptions, read_words
+from utils.turn import SmartTurn, TurnOptions
 from utils.vad import PauseDetector, PauseDetectorOptions, SileroVad, VadEvent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,8 +120,7 @@ class TextEnd:
             words = self.asr.transcribe(
                 np.array(rec.audio[max(0, start - SAMPLE_RATE * 3 // 10) : end + SAMPLE_RATE // 5])
             )
-            prompt = self.chat.prompt([], words)
-            read = self.chat._thread.call(read_words, self.chat.llm, prompt) if words else WordsEnd(0.0)
+            read = [*self.chat.read_steps([], words)][-1] if words else WordsEnd(0.0)
             self.cache[rec.name, end] = words, read
             self.spent_s += time.perf_counter() - t0
         return self.cache[rec.name, end][1]

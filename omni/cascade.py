@@ -233,8 +233,8 @@ class CascadeSession:
     def _read(
         self, history: Sequence[Message], words: str, priority: Callable[[], float], keep: bool = False
     ) -> Generator[ReplyChunk, None, WordsEnd]:
-        """The language model's reading of the user's WORDS (`WordsEnd`); the same words are read once. With KEEP, its steps
-        keep the model like a clause does (a reply's reading: the detector and the listener wait for it)."""
+        """The language model's reading of the user's WORDS (`WordsEnd`); the same words are read once. With KEEP,
+        its steps keep the model like a clause does (a reply's reading: the detector and the listener wait for it)."""
         if self._reading and self._reading[:2] == (words, len(history)):
             return self._reading[2]
         steps = self.cascade.llm.read_steps(history, words, self.slot)

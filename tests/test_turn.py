@@ -20,7 +20,7 @@ from omni.audio import FRAME, SAMPLE_RATE
 from omni.conversation import Conversation
 from omni.models import ModelError
 from omni.speech_model import WordsEnd
-from utils.turn import SmartTurn, TurnOptions, read_words
+from utils.turn import SmartTurn, TurnOptions
 from utils.vad import PauseDetector, PauseDetectorOptions, SileroVad, VadEvent
 
 MS = SAMPLE_RATE // 1000
@@ -249,9 +249,12 @@ def chat():
 
 
 @pytest.mark.slow
-def test_read_words(chat):
+def test_read_steps(chat):
+    def read(history: list, words: str) -> WordsEnd:
+        return [*chat.read_steps(history, words)][-1]
+
     def p(words: str) -> float:
-        return chat._thread.call(read_words, chat.llm, chat.prompt([], words)).probability
+        return read([], words).probability
 
     finished = ["What is the capital of France?", "Can you set a timer for 10 minutes?", "Do you know any good jokes?"]
     unfinished = [
@@ -271,7 +274,7 @@ def test_read_words(chat):
     assert chat.llm._input_ids.tolist() == formatted[:held] and len(formatted) - held <= 6  # the template's tail
     assert p("So, um...") == pytest.approx(p("So, um..."), rel=0.1)  # again: one token evaluated, same answer
     history = [{"role": "user", "content": "Hello, my name is Anna."}, {"role": "assistant", "content": "Hi Anna!"}]
-    reading = chat._thread.call(read_words, chat.llm, chat.prompt(history, "What is my name?"))
+    reading = read(history, "What is my name?")
     assert reading.probability > 0.1 and reading.asks
 
 

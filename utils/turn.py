@@ -4,10 +4,10 @@
   last <= 8 s of the turn as Whisper log-mel features and gives the probability that the utterance is complete.
   It hears melody and rhythm (a trailing "um", a rising "and..."), not meaning: a finished-sounding opening
   clause ("Unless the weather gets a lot better,") scores high.
-* `read_words` reads it: the chat model's probability that the user's words end where the transcript does
-  (LiveKit's idea: the chat template's end-of-message token after the transcript; here also a sentence's end),
-  and whether they ask something. It knows that "If it stops raining" goes on; it cannot hear a question trail
-  off.
+* The chat model reads it (`omni.llm.ChatModel.read_steps`, with `words_prompt`, `end_probability` and
+  `policy_reading` here): its probability that the user's words end where the transcript does (LiveKit's idea:
+  the chat template's end-of-message token after the transcript; here also a sentence's end), and whether they
+  ask something. It knows that "If it stops raining" goes on; it cannot hear a question trail off.
 * `TurnOptions.required_silence_ms` turns both into how much silence ends the turn: short after a complete
   utterance, long after an unfinished one, the old 700 ms rule when they disagree or do not know.
   `utils.vad.PauseDetector` asks it at every silent frame and stays the one place that decides.
@@ -152,8 +152,14 @@ def _formatter(template: str, eos: str, bos: str):
 
 def words_prompt(llm: Llama, messages: Sequence[Mapping[str, str]]) -> tuple[list[int], list[int]]:
     """The chat prompt for MESSAGES up to the end of the user's words (the last message; final marks removed), as
-    tokens, and the tokens that may come next if the words end there: the template's end-of-message token and the
-    sentence-ending marks."""
+    tokens, and the tokens that may come next if the words end there: the template's end-of-message token (Qwen's
+    `<|im_end|>`) and the sentence-ending marks (. ? !).
+
+    Measured with Qwen2.5 1.5B, Whisper base transcripts of tests/data/turns and the app's system prompt, P(one of
+    them next): every pause that was not an end 0.0000-0.018, and 0.033 for a noisy "Love you, show me!" (misheard
+    "Could you show me"); finished turns 0.105-0.84, and 0.007-0.03 for three misheard ones and "A thin stripe runs
+    down the middle." Summing P(end | words m) over the marks (three more one-token evaluations, ~100 ms here)
+    separated them no better, and moved 10x with the wording of the system prompt."""
     messages = [dict(m) for m in messages]
     words = _FINAL_MARKS.sub("", messages[-1]["content"])
     messages[-1]["content"] = _SENTINEL
@@ -175,31 +181,6 @@ def end_probability(llm: Llama, ends: Sequence[int]) -> float:
     logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).astype(np.float64)
     top = logits.max()
     return float(np.exp(logits[list(ends)] - top).sum() / np.exp(logits - top).sum())
-
-
-def read_words(llm: Llama, messages: Sequence[Mapping[str, str]]) -> WordsEnd:
-    """P(the user's words end here) for MESSAGES, whose last one is the user's words so far (a transcript), and
-    whether they ask something (`policy_reading`).
-
-    The chat prompt is evaluated up to the end of the user's words, final punctuation removed, and the model's
-    probability for what comes next is read: the template's end-of-message token (Qwen's `<|im_end|>`) or a
-    sentence-ending mark (. ? !). Measured with Qwen2.5 1.5B, Whisper base transcripts of tests/data/turns and
-    the app's system prompt: every pause that was not an end 0.0000-0.018, and 0.033 for a noisy "Love you, show
-    me!" (misheard "Could you show me"); finished turns 0.105-0.84, and 0.007-0.03 for three misheard ones and "A
-    thin stripe runs down the middle." Summing P(end | words m) over the marks (three more one-token evaluations,
-    ~100 ms here) separated them no better, and moved 10x with the wording of the system prompt.
-
-    llama.cpp reuses the cached prefix, so this costs the user's new words plus one token, and it leaves the KV
-    cache holding the prompt up to the words: a reply to them only evaluates the template's tail. Call it from the
-    thread that owns the model; the app reads through `omni.llm.ChatModel.read_steps`, which takes turns with
-    other conversations.
-    """
-    tokens, ends = words_prompt(llm, messages)
-    # Evaluate what the cache does not hold yet, and at least the last token: its logits are what we read.
-    keep = min(llm.longest_token_prefix(llm._input_ids.tolist(), tokens), len(tokens) - 1)
-    llm.n_tokens = keep
-    llm.eval(tokens[keep:])
-    return policy_reading(messages[-1]["content"], end_probability(llm, ends))
 
 
 # --- the policy ------------------------------------------------------------------------------------------

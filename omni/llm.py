@@ -39,9 +39,15 @@ class LlmOptions:
     # its oldest exchange is dropped: at llama.cpp's default of 512 that touches a 306 MB compute buffer (76 MB at
     # 128), and 128 evaluates as fast (16, 64 and 200 tokens: within 10%).
     batch: int = 128
+    # Threads for evaluating a prompt (several tokens at once: compute-bound, so a second core helps) and for
+    # writing the reply (one token at a time: bound by memory). Measured here (1.5B model, a 6-token template tail,
+    # then 30 tokens): quiet, the tail took 121 ms on 2 threads and 208 on 1, and writing ran at 24.1 and 21.2
+    # tokens/s; next to one busy process, 230 and 211 ms, and 17.3 and 21.0 tokens/s. One writing thread holds its
+    # speed whatever else runs (a browser playing the reply, another session) and leaves a core to it.
     threads: int = min(2, os.cpu_count() or 1)
-    # Fall back to one thread while other processes keep this much of a core busy (omni/cpu.py: with every core
-    # in use, llama.cpp's threads stall each other); OMNI_LLM_ADAPT_THREADS=0 keeps `threads` always.
+    generation_threads: int = 1
+    # Evaluate a prompt on one thread while other processes keep this much of a core busy (omni/cpu.py: with every
+    # core in use, llama.cpp's threads stall each other); OMNI_LLM_ADAPT_THREADS=0 keeps `threads` always.
     busy_elsewhere: float = 0.35
     adapt_threads: bool = field(default_factory=lambda: os.environ.get("OMNI_LLM_ADAPT_THREADS", "1") != "0")
     exact_arithmetic: bool = True  # a spoken calculation's exact result is noted in the prompt (omni/arithmetic.py)
@@ -94,7 +100,7 @@ class ChatModel:
             n_ctx=self.options.n_ctx,
             n_batch=self.options.batch,
             n_ubatch=self.options.batch,
-            n_threads=self.options.threads,
+            n_threads=min(self.options.generation_threads, self.options.threads),
             n_threads_batch=self.options.threads,
             # llama.cpp repacks most weights into a faster layout in memory of its own; a memory-mapped file
             # would keep the original pages resident as well (measured 1.87 -> 1.29 GB RSS for the 1.5B model).
@@ -110,7 +116,7 @@ class ChatModel:
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm._model.model)
         self._loaded: ChatSlot | None = None  # whose tokens llama.cpp's cache holds now
         self._logits_of: tuple[ChatSlot, int] | None = None  # the slot and length whose last logits are current
-        self.threads = self.options.threads  # in use now (see _pick_threads)
+        self.threads = self.options.threads  # evaluating a prompt now (see _pick_threads)
         self._fresh = ChatSlot()  # the system prompt alone, where every new conversation starts (after warm_up)
         self.default_slot = ChatSlot()
 
@@ -152,12 +158,13 @@ class ChatModel:
         self._loaded = slot
 
     def _pick_threads(self) -> None:
-        """All threads on a quiet machine; one while other processes keep a core busy."""
-        threads = self.options.threads
-        if self.options.adapt_threads and threads > 1 and others_busy() > self.options.busy_elsewhere:
+        """A prompt is evaluated on all threads on a quiet machine, on one while other processes keep a core busy."""
+        o = self.options
+        threads = o.threads
+        if o.adapt_threads and threads > 1 and others_busy() > o.busy_elsewhere:
             threads = 1
         if threads != self.threads:
-            llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, threads, threads)
+            llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, min(o.generation_threads, threads), threads)
             self.threads = threads
 
     def _eval(self, slot: ChatSlot, tokens: Sequence[int]) -> None:

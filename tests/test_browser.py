@@ -238,6 +238,10 @@ def test_hands_free_half_duplex(browser_page):
     page.get_by_label("Let me interrupt").uncheck()  # the guide's half duplex
     page.click("#mic .record-button")
     wait_for(lambda: recording(page), 10, "recording to start")
+    # The microphone's level moves a bar (level.js); Gradio's scrolling waveform is not drawn (a third of a core).
+    level = "() => document.querySelector('#mic .omni-level > div')?.style.transform || ''"
+    wait_for(lambda: page.evaluate(level) not in ("", "scaleX(0)", "scaleX(0.00)"), 10, "the level bar to move")
+    assert not page.locator("#mic .mic-wrap > div:not(.controls):not(.omni-level)").first.is_visible()
 
     # (a) recording stops by itself after the question, (b) the reply plays, (c) both turns have audio and text.
     wait_for(lambda: not recording(page), 20, "recording to stop at the end of the turn")

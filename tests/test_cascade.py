@@ -172,3 +172,22 @@ def test_two_generations_on_one_cache_never_mix(cascade):
     texts[1] += "".join(spider)
     assert "paris" in texts[0].lower(), texts
     assert "eight" in texts[1].lower() or "8" in texts[1], texts
+
+
+def test_one_thread_writes_and_all_evaluate_a_prompt_on_a_quiet_machine(cascade, monkeypatch):
+    """Writing a token is bound by memory and holds its speed on one thread next to a busy process; a prompt is
+    evaluated on every thread unless other processes keep a core busy."""
+    import llama_cpp
+
+    llm = cascade.llm
+    ctx = llm.llm._ctx.ctx
+    threads = llm.options.threads
+
+    def evaluate_with(others: float) -> tuple[int, int]:
+        monkeypatch.setattr("omni.llm.others_busy", lambda: others)
+        llm.prefill([], f"Count to {others}.", ChatSlot())
+        return llama_cpp.llama_n_threads(ctx), llama_cpp.llama_n_threads_batch(ctx)
+
+    assert evaluate_with(0.0) == (1, threads)
+    assert evaluate_with(1.0) == (1, 1)
+    assert evaluate_with(0.0) == (1, threads)

@@ -107,7 +107,10 @@
       await context.resume();
       if (!meter) {
         meter = new AudioWorkletNode(context, "omni-level");
-        meter.port.onmessage = (e) => onLevel(e.data);
+        meter.port.onmessage = (e) => {
+          onLevel(e.data);
+          window.omniMicLevel?.(e.data); // level.js shows it
+        };
         state.meters += 1;
       }
       source?.disconnect();

@@ -1,7 +1,7 @@
 """What the server and the page's scripts agree on, in one place: element ids, hidden signal buttons, the snippets
 event handlers run in the browser, and the scripts loaded into the page's head.
 
-The scripts (player.js, barge_in.js) read the ids from `window.omniPage`, written here from the same constants.
+The scripts (player.js, barge_in.js, level.js) read the ids from `window.omniPage`, written here from the same constants.
 """
 
 from __future__ import annotations
@@ -53,6 +53,12 @@ CSS = f"""
   font-size: var(--button-small-text-size); font-weight: var(--button-small-text-weight); text-decoration: none;
 }}
 .omni-export:hover {{ background: var(--button-secondary-background-fill-hover); }}
+/* The microphone's level bar (level.js) instead of the scrolling waveform, which kept a third of a core busy. */
+#{MIC} .mic-wrap > div:not(.controls):not(.omni-level) {{ display: none !important; }}
+.omni-level {{
+  height: 8px; margin: 12px 0; border-radius: 4px; overflow: hidden; background: var(--neutral-200);
+}}
+.omni-level > div {{ height: 100%; background: var(--color-accent); transform: scaleX(0); transform-origin: left; }}
 """
 
 
@@ -60,5 +66,5 @@ def head() -> str:
     """The page's head: the shared ids, then the scripts."""
     ids = {"MIC": MIC, "REPLY": REPLY, "INTERRUPT": INTERRUPT, "HOLD": HOLD, "RESUME": RESUME, "PLAYED": PLAYED}
     scripts = [f"window.omniPage = {json.dumps(ids)};"]
-    scripts += [(HERE / name).read_text() for name in ("player.js", "barge_in.js")]
+    scripts += [(HERE / name).read_text() for name in ("player.js", "barge_in.js", "level.js")]
     return "".join(f"<script>{script}</script>" for script in scripts)

@@ -92,6 +92,23 @@ def test_the_answer_at_a_pause_hears_what_listening_ahead_heard_past_the_silence
     assert model.heard[0] >= speech_s * SAMPLE_RATE  # every word, whatever it took
 
 
+def test_a_turn_that_ends_in_the_chunk_of_its_pause_is_answered_on_what_listening_ahead_heard():
+    """The pause and the end of the turn in one chunk (in the app: a fast end on what listening ahead read): the
+    answer starts there and hears the audio listening ahead heard, whose words the model has already (it started at
+    the end of the turn instead and transcribed the whole turn again)."""
+    model = ScriptedModel()
+    talk = conversation(model)
+    for chunk in chunks(np.concatenate([speech(1.4), silence(0.1)])):  # heard ahead up to 0.1 s into the silence
+        talk.hear(chunk, SAMPLE_RATE)
+        if talk._listening:
+            talk._listening.join(1)
+    kinds = [e.kind for e in talk.hear(silence(1.0), SAMPLE_RATE)]
+    assert kinds == ["pause", "end_of_turn"] and talk.turn_ended
+    reply = collect(talk.reply())
+    assert model.heard == [model.listened[-1]]
+    assert reply["transcript"] == "1.4 s of speech"
+
+
 def test_audio_after_the_end_of_a_turn_belongs_to_the_next_one():
     """A quick follow-up in the same chunk as the end of the turn (or before the reply starts) keeps its start."""
     talk = conversation(speculate=False, listen_ahead=False, barge_in=True)

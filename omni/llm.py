@@ -47,8 +47,10 @@ class LlmOptions:
     threads: int = min(2, os.cpu_count() or 1)
     generation_threads: int = 1
     # Evaluate a prompt on one thread while other processes keep this much of a core busy (omni/cpu.py: with every
-    # core in use, llama.cpp's threads stall each other); OMNI_LLM_ADAPT_THREADS=0 keeps `threads` always.
-    busy_elsewhere: float = 0.35
+    # core in use, llama.cpp's threads stall each other); OMNI_LLM_ADAPT_THREADS=0 keeps `threads` always. The tail
+    # above on 2 threads against 1, by `others_busy()` of a process busy part of the time: 0.18: 161 vs 210 ms,
+    # 0.26: 167 vs 212, 0.48: 199 vs 211, 0.96: 230 vs 211. A browser listening keeps 0.2-0.4 busy.
+    busy_elsewhere: float = 0.6
     adapt_threads: bool = field(default_factory=lambda: os.environ.get("OMNI_LLM_ADAPT_THREADS", "1") != "0")
     exact_arithmetic: bool = True  # a spoken calculation's exact result is noted in the prompt (omni/arithmetic.py)
 

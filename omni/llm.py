@@ -39,18 +39,20 @@ class LlmOptions:
     # its oldest exchange is dropped: at llama.cpp's default of 512 that touches a 306 MB compute buffer (76 MB at
     # 128), and 128 evaluates as fast (16, 64 and 200 tokens: within 10%).
     batch: int = 128
-    # Threads for evaluating a prompt (several tokens at once: compute-bound, so a second core helps) and for
-    # writing the reply (one token at a time: bound by memory). Measured here (1.5B model, a 6-token template tail,
-    # then 30 tokens): quiet, the tail took 121 ms on 2 threads and 208 on 1, and writing ran at 24.1 and 21.2
-    # tokens/s; next to one busy process, 230 and 211 ms, and 17.3 and 21.0 tokens/s. One writing thread holds its
-    # speed whatever else runs (a browser playing the reply, another session) and leaves a core to it.
+    # Threads, chosen at every step from what other processes keep busy (omni/cpu.py), since with every core in use
+    # llama.cpp's threads stall each other. Measured here (1.5B model; a 6-token template tail, then 30 tokens) on
+    # 2 threads against 1, next to a process busy part of the time, by `others_busy()`:
+    #   0:    tail 122 vs 213 ms, writing 22.6 vs 20.3 tokens/s (bench: 29 vs 21)
+    #   0.18: tail 161 vs 210 ms, writing 20.2 vs 20.8
+    #   0.26: tail 167 vs 212 ms, writing 18.3 vs 20.6
+    #   0.48: tail 199 vs 211 ms, writing 16.4 vs 20.8
+    #   0.96: tail 230 vs 211 ms, writing 17.3 vs 21.0
+    # So a prompt (compute-bound) is evaluated on all threads until `busy_elsewhere`, and the reply (one token at a
+    # time, bound by memory) is written on all only below `quiet_elsewhere`: a browser on the machine keeps 0.2-0.4
+    # busy, and one writing thread holds its speed whatever else runs. OMNI_LLM_ADAPT_THREADS=0: `threads` always.
     threads: int = min(2, os.cpu_count() or 1)
-    generation_threads: int = 1
-    # Evaluate a prompt on one thread while other processes keep this much of a core busy (omni/cpu.py: with every
-    # core in use, llama.cpp's threads stall each other); OMNI_LLM_ADAPT_THREADS=0 keeps `threads` always. The tail
-    # above on 2 threads against 1, by `others_busy()` of a process busy part of the time: 0.18: 161 vs 210 ms,
-    # 0.26: 167 vs 212, 0.48: 199 vs 211, 0.96: 230 vs 211. A browser listening keeps 0.2-0.4 busy.
     busy_elsewhere: float = 0.6
+    quiet_elsewhere: float = 0.1
     adapt_threads: bool = field(default_factory=lambda: os.environ.get("OMNI_LLM_ADAPT_THREADS", "1") != "0")
     exact_arithmetic: bool = True  # a spoken calculation's exact result is noted in the prompt (omni/arithmetic.py)
 
@@ -102,7 +104,7 @@ class ChatModel:
             n_ctx=self.options.n_ctx,
             n_batch=self.options.batch,
             n_ubatch=self.options.batch,
-            n_threads=min(self.options.generation_threads, self.options.threads),
+            n_threads=self.options.threads,
             n_threads_batch=self.options.threads,
             # llama.cpp repacks most weights into a faster layout in memory of its own; a memory-mapped file
             # would keep the original pages resident as well (measured 1.87 -> 1.29 GB RSS for the 1.5B model).
@@ -118,7 +120,7 @@ class ChatModel:
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm._model.model)
         self._loaded: ChatSlot | None = None  # whose tokens llama.cpp's cache holds now
         self._logits_of: tuple[ChatSlot, int] | None = None  # the slot and length whose last logits are current
-        self.threads = self.options.threads  # evaluating a prompt now (see _pick_threads)
+        self.threads = (self.options.threads, self.options.threads)  # (writing, evaluating a prompt): _pick_threads
         self._fresh = ChatSlot()  # the system prompt alone, where every new conversation starts (after warm_up)
         self.default_slot = ChatSlot()
 
@@ -160,13 +162,12 @@ class ChatModel:
         self._loaded = slot
 
     def _pick_threads(self) -> None:
-        """A prompt is evaluated on all threads on a quiet machine, on one while other processes keep a core busy."""
+        """Threads for writing and for evaluating a prompt, from what other processes keep busy (see LlmOptions)."""
         o = self.options
-        threads = o.threads
-        if o.adapt_threads and threads > 1 and others_busy() > o.busy_elsewhere:
-            threads = 1
+        busy = others_busy() if o.adapt_threads and o.threads > 1 else 0.0
+        threads = (o.threads if busy < o.quiet_elsewhere else 1, o.threads if busy <= o.busy_elsewhere else 1)
         if threads != self.threads:
-            llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, min(o.generation_threads, threads), threads)
+            llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, *threads)
             self.threads = threads
 
     def _eval(self, slot: ChatSlot, tokens: Sequence[int]) -> None:

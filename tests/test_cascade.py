@@ -174,9 +174,9 @@ def test_two_generations_on_one_cache_never_mix(cascade):
     assert "eight" in texts[1].lower() or "8" in texts[1], texts
 
 
-def test_one_thread_writes_and_all_evaluate_a_prompt_on_a_quiet_machine(cascade, monkeypatch):
-    """Writing a token is bound by memory and holds its speed on one thread next to a busy process; a prompt is
-    evaluated on every thread unless other processes keep a core busy."""
+def test_threads_follow_what_other_processes_keep_busy(cascade, monkeypatch):
+    """A quiet machine: every thread writes and evaluates. A browser's worth busy: one thread writes (memory-bound,
+    it holds its speed), every thread evaluates a prompt (compute-bound). A core busy: one thread for both."""
     import llama_cpp
 
     llm = cascade.llm
@@ -188,6 +188,7 @@ def test_one_thread_writes_and_all_evaluate_a_prompt_on_a_quiet_machine(cascade,
         llm.prefill([], f"Count to {others}.", ChatSlot())
         return llama_cpp.llama_n_threads(ctx), llama_cpp.llama_n_threads_batch(ctx)
 
-    assert evaluate_with(0.0) == (1, threads)
+    assert evaluate_with(0.0) == (threads, threads)
+    assert evaluate_with(0.3) == (1, threads)
     assert evaluate_with(1.0) == (1, 1)
-    assert evaluate_with(0.0) == (1, threads)
+    assert evaluate_with(0.0) == (threads, threads)

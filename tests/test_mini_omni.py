@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,8 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def model(tiny_dir: Path) -> MiniOmni:
-    model = load(tiny_dir, device="cpu")
+    # OMNI_TEST_DEVICE=cuda runs the same tests on a GPU (CI has none).
+    model = load(tiny_dir, device=os.environ.get("OMNI_TEST_DEVICE", "cpu"))
     model.settings = GenerationSettings(max_new_tokens=24, max_transcript_tokens=4)
     return model
 
@@ -195,7 +197,7 @@ def test_end_tokens_and_stream_delays(model: MiniOmni, speech: np.ndarray, monke
 def test_shared_prefix_prefill_matches_full_prompt(model: MiniOmni, speech: np.ndarray) -> None:
     gpt, settings = model.gpt, model.settings
     features = model.whisper.encode(speech)
-    prompt = prompt_tokens(gpt.config, features.size(0), transcribe=True)
+    prompt = prompt_tokens(gpt.config, features.size(0), transcribe=True).to(model.device)
     with torch.inference_mode():
         text, audio = gpt(prompt, gpt.new_cache(3, prompt.size(-1)), features.expand(3, -1, -1))
     first = next(generate(gpt, features, settings))

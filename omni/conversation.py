@@ -231,8 +231,8 @@ class Conversation:
                 # Not when the same chunk shows them talking again: that answer would be dead on arrival,
                 # and its transcription would hold up listening ahead. When the same chunk ends the turn (on what
                 # listening ahead read), this is the answer: it hears what listening ahead heard, so the words are
-                # transcribed and read already (started at the end of the turn instead, it transcribed the whole
-                # turn again: first audio 590-640 ms after the end of the turn against 170-190 ms, quiet).
+                # transcribed and read already (quiet, first audio 360-470 ms after the end of the turn; started at
+                # the end of the turn instead, it transcribed the whole turn again: 590-640 ms).
                 if not any(later.kind == "resume" for later in events[i + 1 :]):
                     self._speculate(event)
             elif event.kind == "resume" and self._speculation:

@@ -78,7 +78,7 @@ class ScriptedModel:
 
     def listen(
         self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
-    ) -> float | None:
+    ) -> WordsEnd | None:
         self.listened.append(audio.size)
         return None if self.words_end is None else WordsEnd(self.words_end, self.asks)
 

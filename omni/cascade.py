@@ -19,7 +19,7 @@ from omni.audio import SAMPLE_RATE, prepare
 from omni.clauses import ClauseSplitter
 from omni.llm import ChatModel, ChatSlot, LlmOptions
 from omni.memory import release_freed_memory
-from omni.scheduler import LISTENING, URGENT, ComputeQueue
+from omni.scheduler import LISTENING, ComputeQueue, reply_priority
 from omni.settings import Settings
 from omni.speech_model import (
     Audio,
@@ -221,7 +221,7 @@ class CascadeSession:
             # would hold it up, as two browsers and two people at once showed (first audio 3-4 s late). This chunk's
             # words are heard at the next chunk, or at the pause.
             return None
-        listening = lambda: LISTENING  # ahead of replies with more than a second in hand
+        listening = lambda: LISTENING  # ahead of replies with more than a second in hand beyond their runway
         transcript = run(self._transcribe_turn(audio, sample_rate, breaks, listening))
         if not transcript:
             return None
@@ -288,8 +288,10 @@ class CascadeSession:
             timings.setdefault(name, (time.perf_counter() - start) * 1000)
 
         def lead() -> float:
-            """Seconds of this reply the listener has in hand: the less, the sooner it gets the model."""
-            return URGENT if first_audio_at is None else max(0.0, spoken_s - (time.perf_counter() - first_audio_at))
+            """This reply's priority: the less of its audio the listener has in hand, the sooner it gets the model."""
+            if first_audio_at is None:
+                return reply_priority(None)
+            return reply_priority(max(0.0, spoken_s - (time.perf_counter() - first_audio_at)))
 
         transcript = yield from self._transcribe_turn(audio, sample_rate, breaks, lead)
         mark("asr_ms")

@@ -6,7 +6,8 @@ clause. Between steps the next one goes to the conversation whose listener is cl
 not been heard yet before one that is seconds ahead of its playback. A reply writing a clause keeps the model
 between its tokens for a moment (`keep=True`), so that two replies take turns clause by clause, not token by
 token (each switch swaps a conversation's prompt cache in and out of llama.cpp); but not against someone more
-urgent: a listener who has heard nothing yet goes before a clause for one who already has audio in hand.
+urgent: a listener who has heard nothing yet goes before a clause for one who has more than `RUNWAY_S` of audio
+in hand; within it, they are served in the order they asked.
 """
 
 from __future__ import annotations
@@ -18,14 +19,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 URGENT = 0.0  # a reply the listener is waiting for: nothing of it heard yet
-LISTENING = 1.0  # work ahead for a user still talking: before a reply that has more than a second in hand
+# A reply whose listener runs out of audio within this many seconds is as urgent as one not heard yet (first come,
+# first served between them): its next clause (a few tokens, then piper: 0.6-0.9 s with two people on 2 cores)
+# must start before the audio in hand runs out. Ranked by the audio in hand alone, a reply lost to every step of
+# another person's first answer (Whisper alone 0.3-1.5 s there), and 2-4 of 16 replies per two-person run went
+# silent for up to 2.2 s after their first clause.
+RUNWAY_S = 1.0
+LISTENING = 1.0  # work ahead for a user still talking: before a reply with more than RUNWAY_S + 1 s in hand
+
+
+def reply_priority(in_hand_s: float | None) -> float:
+    """A reply's priority from the seconds of its audio that its listener has in hand (None: none heard yet)."""
+    return URGENT if in_hand_s is None else max(URGENT, in_hand_s - RUNWAY_S)
 
 
 class ComputeQueue:
     """Hands out the right to run a heavy step to one caller at a time, lowest priority value first.
 
-    PRIORITY is how many seconds of reply audio the caller's listener already has in hand (`URGENT` = none);
-    ties go to whoever asked first. `keep_s` is how long a caller that released with `keep=True` keeps its turn
+    PRIORITY is, for a reply, how many seconds of its audio its listener has in hand beyond `RUNWAY_S`
+    (`reply_priority`; `URGENT` = none); ties go to whoever asked first. `keep_s` is how long a caller that released with `keep=True` keeps its turn
     for its next step, so that a clause is written without switching conversations.
     """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from omni.scheduler import LISTENING, URGENT, ComputeQueue
+from omni.scheduler import LISTENING, RUNWAY_S, URGENT, ComputeQueue, reply_priority
 
 
 def run_in_order(queue: ComputeQueue, requests: list[tuple[str, float]]) -> list[str]:
@@ -33,6 +33,28 @@ def run_in_order(queue: ComputeQueue, requests: list[tuple[str, float]]) -> list
 def test_the_most_urgent_goes_first():
     order = run_in_order(ComputeQueue(), [("ahead", 3.0), ("listening", LISTENING), ("unheard", URGENT)])
     assert order == ["unheard", "listening", "ahead"]
+
+
+def test_a_reply_about_to_run_dry_is_as_urgent_as_one_not_heard_yet():
+    about_to_run_dry, well_ahead = reply_priority(RUNWAY_S / 2), reply_priority(RUNWAY_S + 2.0)
+    assert about_to_run_dry == reply_priority(None) == URGENT
+    # It asked first, so it goes first; a reply well ahead of its playback waits for the other person's first answer.
+    queue, order = ComputeQueue(), []
+
+    def ask(owner: str, priority: float) -> None:
+        with queue.step(owner, priority):
+            order.append(owner)
+
+    asks = [("running dry", about_to_run_dry), ("ahead", well_ahead), ("unheard", URGENT)]
+    with queue.step("holder"):
+        for request in asks:  # one after the other
+            threading.Thread(target=ask, args=request).start()
+            while queue.waiting(request[0]) == 0:
+                time.sleep(0.001)
+    while len(order) < 3:
+        time.sleep(0.001)
+    assert order == ["running dry", "unheard", "ahead"]
+    assert reply_priority(RUNWAY_S + 0.5) < LISTENING < well_ahead  # listening ahead waits for a reply near its runway
 
 
 def test_equal_priority_is_first_come_first_served():

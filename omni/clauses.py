@@ -5,6 +5,11 @@ from __future__ import annotations
 import re
 
 _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*\s")
+# A sentence that ends where the text so far ends: "?" or "!", or a full stop after a lower-case word ("Paris.", not
+# "3." of "3.5", "Dr." or "U.S."). Cut there at once instead of when the next token brings its space: the first
+# clause is spoken one token (~55 ms with a browser on the machine) sooner.
+_SENTENCE_END_NOW = re.compile(r"(?:[!?]|(?<=[a-z]{2})\.)[\"')\]]*$")
+_ABBREVIATIONS = frozenset(["mrs", "ms", "vs", "prof", "approx", "etc"])  # "Mrs. Smith": the sentence goes on
 _CLAUSE_END = re.compile(r"[,;:\u2014]\s")
 # Words a spoken phrase naturally starts with: a first sentence with no comma is cut before one of them
 # ("The birch canoe slid smoothly | on the smooth planks.") so its first half is heard while the rest is written.
@@ -51,6 +56,8 @@ class ClauseSplitter:
         text = self._buffer
         if sentence := _SENTENCE_END.search(text):
             return sentence.end()
+        if _SENTENCE_END_NOW.search(text) and text.split()[-1].rstrip(".\"')]").lower() not in _ABBREVIATIONS:
+            return len(text)
         if self._first or len(text.split()) > self.max_words:
             for clause in _CLAUSE_END.finditer(text):
                 if len(text[: clause.end()].split()) >= self.first_clause_words:

@@ -89,6 +89,27 @@ def test_first_clause_is_released_early_then_whole_sentences():
     assert pieces == ["Sure thing, Anna,", "the capital of France is Paris.", "It is lovely in spring, they say.", "Bye"]
 
 
+def test_a_sentence_is_cut_as_soon_as_its_full_stop_comes():
+    """llama.cpp's tokens bring their space in front: a sentence's end is known before the next token, unless the
+    full stop may belong to a number or an abbreviation."""
+
+    def pieces_after_each(tokens: list[str]) -> list[list[str]]:
+        splitter = ClauseSplitter(first_clause_words=3)
+        return [splitter.push(token) for token in tokens]
+
+    assert pieces_after_each(["The", " capital", " of", " France", " is", " Paris", "."])[-1] == [
+        "The capital of France is Paris."
+    ]
+    assert pieces_after_each(["How", " are", " you", "?"])[-1] == ["How are you?"]
+    for tokens in (["It", " is", " 3", "."], ["Ask", " Dr", "."], ["Ask", " Mrs", "."], ["In", " the", " U", ".S", "."]):
+        assert pieces_after_each(tokens)[-1] == [], tokens
+    # ... and they are cut when the next token shows the sentence went on, or ended.
+    splitter = ClauseSplitter(first_clause_words=3)
+    for token in ["It", " is", " 3", ".", "5", " metres", " long", "."]:
+        pieces = splitter.push(token)
+    assert pieces == ["It is 3.5 metres long."]
+
+
 def test_long_first_sentence_is_cut_before_a_phrase():
     splitter = ClauseSplitter(first_clause_words=3, first_phrase_words=5)
     pieces = []

@@ -37,8 +37,9 @@ class ComputeQueue:
     """Hands out the right to run a heavy step to one caller at a time, lowest priority value first.
 
     PRIORITY is, for a reply, how many seconds of its audio its listener has in hand beyond `RUNWAY_S`
-    (`reply_priority`; `URGENT` = none); ties go to whoever asked first. `keep_s` is how long a caller that released with `keep=True` keeps its turn
-    for its next step, so that a clause is written without switching conversations.
+    (`reply_priority`; `URGENT` = none); ties go to whoever asked first. `keep_s` is how long a caller that
+    released with `keep=True` keeps its turn for its next step, so that a clause is written without switching
+    conversations.
     """
 
     def __init__(self, keep_s: float = 0.05):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from omni.scheduler import LISTENING, RUNWAY_S, URGENT, ComputeQueue, reply_priority
 
@@ -35,45 +36,43 @@ def test_the_most_urgent_goes_first():
     assert order == ["unheard", "listening", "ahead"]
 
 
-def test_a_reply_about_to_run_dry_is_as_urgent_as_one_not_heard_yet():
-    about_to_run_dry, well_ahead = reply_priority(RUNWAY_S / 2), reply_priority(RUNWAY_S + 2.0)
-    assert about_to_run_dry == reply_priority(None) == URGENT
-    # It asked first, so it goes first; a reply well ahead of its playback waits for the other person's first answer.
+def in_order_asked(
+    requests: list[tuple[str, float]], lined_up: Callable[[ComputeQueue], None] | None = None
+) -> list[str]:
+    """While one holder has the queue, REQUESTS (owner, priority) line up one after the other (LINED_UP(queue) is
+    called then); returns the order they got it."""
     queue, order = ComputeQueue(), []
 
     def ask(owner: str, priority: float) -> None:
         with queue.step(owner, priority):
             order.append(owner)
 
-    asks = [("running dry", about_to_run_dry), ("ahead", well_ahead), ("unheard", URGENT)]
     with queue.step("holder"):
-        for request in asks:  # one after the other
-            threading.Thread(target=ask, args=request).start()
-            while queue.waiting(request[0]) == 0:
+        for owner, priority in requests:
+            threading.Thread(target=ask, args=(owner, priority)).start()
+            while queue.waiting(owner) == 0:
                 time.sleep(0.001)
-    while len(order) < 3:
+        if lined_up:
+            lined_up(queue)
+    while len(order) < len(requests):
         time.sleep(0.001)
+    return order
+
+
+def test_a_reply_about_to_run_dry_is_as_urgent_as_one_not_heard_yet():
+    about_to_run_dry, well_ahead = reply_priority(RUNWAY_S / 2), reply_priority(RUNWAY_S + 2.0)
+    assert about_to_run_dry == reply_priority(None) == URGENT
+    # It asked first, so it goes first; a reply well ahead of its playback waits for the other person's first answer.
+    order = in_order_asked([("running dry", about_to_run_dry), ("ahead", well_ahead), ("unheard", URGENT)])
     assert order == ["running dry", "unheard", "ahead"]
     assert reply_priority(RUNWAY_S + 0.5) < LISTENING < well_ahead  # listening ahead waits for a reply near its runway
 
 
 def test_equal_priority_is_first_come_first_served():
-    queue = ComputeQueue()
-    order: list[str] = []
-
-    def ask(owner: str) -> None:
-        with queue.step(owner):
-            order.append(owner)
-
-    with queue.step("holder"):
-        for owner in "abc":
-            threading.Thread(target=ask, args=(owner,)).start()
-            while queue.waiting(owner) == 0:
-                time.sleep(0.001)
+    def places(queue: ComputeQueue) -> None:
         assert [queue.waiting(o) for o in "abc"] == [1, 2, 3]
-    while len(order) < 3:
-        time.sleep(0.001)
-    assert order == ["a", "b", "c"]
+
+    assert in_order_asked([(owner, URGENT) for owner in "abc"], places) == ["a", "b", "c"]
 
 
 def clause_while_another_waits(writer_priority: float, waiter_priority: float) -> list[str]:

@@ -23,7 +23,8 @@ URGENT = 0.0  # a reply the listener is waiting for: nothing of it heard yet
 # first served between them): its next clause (a few tokens, then piper: 0.6-0.9 s with two people on 2 cores)
 # must start before the audio in hand runs out. Ranked by the audio in hand alone, a reply lost to every step of
 # another person's first answer (Whisper alone 0.3-1.5 s there), and 2-4 of 16 replies per two-person run went
-# silent for up to 2.2 s after their first clause.
+# silent for up to 2.2 s after their first clause. With this runway (bench.browser --sessions 2, three runs): one
+# gap of 0.55-1.2 s per run, where both turns ended within 0.6 s, and the first answers' p90 1.6-2.0 s (1.9-2.3).
 RUNWAY_S = 1.0
 LISTENING = 1.0  # work ahead for a user still talking: before a reply with more than RUNWAY_S + 1 s in hand
 

@@ -291,7 +291,7 @@ class CascadeSession:
             """This reply's priority: the less of its audio the listener has in hand, the sooner it gets the model."""
             if first_audio_at is None:
                 return reply_priority(None)
-            return reply_priority(max(0.0, spoken_s - (time.perf_counter() - first_audio_at)))
+            return reply_priority(spoken_s - (time.perf_counter() - first_audio_at))
 
         transcript = yield from self._transcribe_turn(audio, sample_rate, breaks, lead)
         mark("asr_ms")

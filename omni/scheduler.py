@@ -30,7 +30,8 @@ LISTENING = 1.0  # work ahead for a user still talking: before a reply with more
 
 
 def reply_priority(in_hand_s: float | None) -> float:
-    """A reply's priority from the seconds of its audio that its listener has in hand (None: none heard yet)."""
+    """A reply's priority from the seconds of its audio that its listener has in hand (None: none heard yet; played
+    out: 0 or less)."""
     return URGENT if in_hand_s is None else max(URGENT, in_hand_s - RUNWAY_S)
 
 

@@ -6,6 +6,7 @@ import codecs
 import ctypes
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import llama_cpp
@@ -121,6 +122,7 @@ class ChatModel:
         self._loaded: ChatSlot | None = None  # whose tokens llama.cpp's cache holds now
         self._logits_of: tuple[ChatSlot, int] | None = None  # the slot and length whose last logits are current
         self.threads = (self.options.threads, self.options.threads)  # (writing, evaluating a prompt): _pick_threads
+        self._beside = 0  # blocks of `beside_other_work` open now
         self._fresh = ChatSlot()  # the system prompt alone, where every new conversation starts (after warm_up)
         self.default_slot = ChatSlot()
 
@@ -161,10 +163,20 @@ class ChatModel:
         slot.kv = None  # the model holds it now: no second copy
         self._loaded = slot
 
+    @contextmanager
+    def beside_other_work(self) -> Iterator[None]:
+        """Steps taken in this block run beside other heavy work of this process (Whisper on a core of its own):
+        count that core as busy when choosing threads (see LlmOptions)."""
+        self._beside += 1
+        try:
+            yield
+        finally:
+            self._beside -= 1
+
     def _pick_threads(self) -> None:
         """Threads for writing and for evaluating a prompt, from what other processes keep busy (see LlmOptions)."""
         o = self.options
-        busy = others_busy() if o.adapt_threads and o.threads > 1 else 0.0
+        busy = others_busy() + (1.0 if self._beside else 0.0) if o.adapt_threads and o.threads > 1 else 0.0
         threads = (o.threads if busy < o.quiet_elsewhere else 1, o.threads if busy <= o.busy_elsewhere else 1)
         if threads != self.threads:
             llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, *threads)

@@ -103,6 +103,41 @@ def test_listening_ahead_prepares_the_answer(cascade, say):
     assert "eight" in reply["text"].lower() or "8" in reply["text"]
 
 
+@pytest.mark.parametrize("draft_heard", ["the same words", "other words"])
+def test_the_answer_to_a_draft_is_written_while_whisper_hears_the_end(cascade, say, monkeypatch, draft_heard):
+    """At a pause, listening ahead has often heard all but the tail of the last word and a little silence: the
+    answer to its draft is written while Whisper hears the whole phrase, and kept only if the words are the same."""
+    question = say("How many legs does a spider have?")
+    end = np.flatnonzero(np.abs(question) > 0.02)[-1]
+    turn = np.concatenate([question[:end], np.zeros(SAMPLE_RATE // 4, np.float32)])  # the words, then 250 ms
+    session = cascade.session()
+    session.listen(turn[: end - SAMPLE_RATE // 20], SAMPLE_RATE, [])  # the draft stops 50 ms before the words end
+    if draft_heard == "other words":  # as if listening ahead had misheard the last word
+        session.phrases[-1].transcript = "How many legs does a cat have?"
+        cascade.llm.prefill([], session.phrases[-1].transcript, session.slot)
+    guess = session.phrases[-1].transcript
+    written: list[list[str]] = []
+    hear_writing = session._hear_writing
+
+    def spy(*args):
+        phrase, deltas, seconds = hear_writing(*args)
+        written.append(deltas)
+        return phrase, deltas, seconds
+
+    monkeypatch.setattr(session, "_hear_writing", spy)
+
+    reply = collect(session.respond(turn, SAMPLE_RATE, []))
+    assert "spider" in reply["transcript"].lower()
+    assert "eight" in reply["text"].lower() or "8" in reply["text"], reply["text"]
+    assert written and any(written[0]), "the answer to the draft was written while Whisper heard the phrase"
+    if draft_heard == "the same words":
+        assert reply["transcript"] == guess
+        assert reply["text"].startswith("".join(written[0])), (reply["text"], written)  # kept
+    else:
+        assert "cat" not in reply["text"].lower(), reply["text"]
+    session.close()
+
+
 def test_a_draft_of_other_audio_is_not_used(cascade, say):
     cascade.listen(say("What is the capital of France?"), SAMPLE_RATE, [])
     reply = collect(cascade.respond(say("How many legs does a spider have?"), SAMPLE_RATE, []))

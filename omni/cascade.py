@@ -7,9 +7,10 @@ while the rest of the answer is still being written.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -37,6 +38,7 @@ from omni.speech_model import (
 from omni.tts import Speaker
 
 T = TypeVar("T")
+Written = tuple[list[str], float]  # text deltas, and the seconds spent writing them after the first
 _DONE = object()
 WAIT_S = 0.05  # while waiting for the model, a reply says so this often (and can be cancelled)
 # At a pause, listening ahead has often heard all but the last few hundred ms of the phrase (the tail of its last
@@ -287,23 +289,33 @@ class CascadeSession:
             return None
         return Phrase.join([p.transcript for p in self.phrases])
 
-    def _hear_writing(self, i: int, piece: np.ndarray, deltas: Iterator[str]) -> tuple[Phrase, list[str], float]:
-        """Transcribe phrase I of the turn while the language model writes DELTAS, the answer to the guess of it
-        (a step of the queue: two jobs, one on each core). Returns the phrase, the deltas written by the time it was
-        heard, and the seconds spent writing them after the first."""
-        heard = self.cascade.beside.submit(self._hear, i, piece)
-        written: list[str] = []
-        first = last = 0.0
-        with self.cascade.llm.beside_other_work():
-            try:
-                while not heard.done() and (delta := next(deltas, _DONE)) is not _DONE:
+    def _hear_writing(self, i: int, piece: np.ndarray, deltas: Iterator[str]) -> tuple[Phrase, Future[Written]]:
+        """Transcribe phrase I of the turn while the language model writes DELTAS, the answer to the guess of it, on
+        a thread of its own (a step of the queue: two jobs, one on each core). Returns the phrase as soon as it is
+        heard (the pause detector waits for its reading), and the writing, which stops within a token: the deltas
+        written, and the seconds spent writing them after the first."""
+        stop = threading.Event()
+
+        def write() -> Written:
+            written: list[str] = []
+            first = last = 0.0
+            with self.cascade.llm.beside_other_work():
+                while not stop.is_set() and (delta := next(deltas, _DONE)) is not _DONE:
                     if delta:
                         last = time.perf_counter()
                         first = first or last
                     written.append(delta)
-            finally:
-                phrase = heard.result()
-        return phrase, written, last - first
+            return written, last - first
+
+        writing = self.cascade.beside.submit(write)
+        try:
+            phrase = self._hear(i, piece)
+        except BaseException:
+            stop.set()
+            wait([writing])  # the caller closes DELTAS, which no thread may be running then
+            raise
+        stop.set()
+        return phrase, writing
 
     def _known(self, i: int, piece: np.ndarray) -> Phrase | None:
         phrases = self.phrases
@@ -362,16 +374,17 @@ class CascadeSession:
         guess = self._guess(parts) if self.reads_turn_end else None
         # With a guess, the answer to it is written while Whisper hears the last words; kept if they are the same.
         deltas = cascade.llm.stream(history, guess, self.slot) if guess is not None else None
-        written: list[str] = []
+        writing: Future[Written] | None = None
         try:  # a closed reply (a cancelled turn) stops writing within one token
             if deltas is not None:
                 hear = lambda: self._hear_writing(len(parts) - 1, parts[-1], deltas)
-                phrase, written, writing_s = yield from self._step(hear, lead)
+                phrase, writing = yield from self._step(hear, lead)
                 transcript = Phrase.join([*(p.transcript for p in self.phrases[:-1]), phrase.transcript])
                 timings["draft_kept"] = float(transcript == guess)
                 if transcript != guess:  # other words: that answer is for a question not asked
+                    wait([writing])
                     deltas.close()
-                    deltas, written, writing_s = None, [], 0.0
+                    deltas = writing = None
             else:
                 transcript = yield from self._transcribe_turn(parts, lead)
             mark("asr_ms")
@@ -388,8 +401,10 @@ class CascadeSession:
             # running side by side slowed generation from ~24 to ~11 tokens/s, and both stay far ahead of playback.
             # Each token is a step that keeps the model for this reply, until a clause is spoken.
             deltas = deltas or cascade.llm.stream(history, transcript, self.slot)
-            for delta in filter(None, written):
-                yield from take(delta)
+            if writing is not None:
+                written, writing_s = writing.result()
+                for delta in filter(None, written):
+                    yield from take(delta)
             t = time.perf_counter()
             while (delta := (yield from self._llm_step(lambda: next(deltas, _DONE), lead, keep=True))) is not _DONE:
                 if not delta:  # the prompt being evaluated, or part of a character
@@ -399,6 +414,8 @@ class CascadeSession:
                 yield from take(delta)
                 t = time.perf_counter()
         finally:
+            if writing is not None:
+                wait([writing])  # a generator may not be closed while another thread runs it
             if deltas is not None:
                 deltas.close()
         yield from speak(splitter.flush())

@@ -120,9 +120,9 @@ def test_the_answer_to_a_draft_is_written_while_whisper_hears_the_end(cascade, s
     hear_writing = session._hear_writing
 
     def spy(*args):
-        phrase, deltas, seconds = hear_writing(*args)
-        written.append(deltas)
-        return phrase, deltas, seconds
+        phrase, writing = hear_writing(*args)
+        writing.add_done_callback(lambda done: written.append(done.result()[0]))
+        return phrase, writing
 
     monkeypatch.setattr(session, "_hear_writing", spy)
 

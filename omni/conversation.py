@@ -46,6 +46,11 @@ READ_SLACK = 5 * FRAME
 @dataclass
 class ConversationOptions:
     speculate: bool = True  # start answering at the first pause; drop it if the user resumes
+    # ... or when a chunk ends this far into a silence: the pause (`pause_ms`) would show only in the next chunk,
+    # 0.5 s later. On our recordings at four chunk alignments (216 runs), a chunk ended 64-191 ms into the turn's
+    # last silence in 53 runs, and 5 times into a silence that did not become a pause (32 ms: 62 and 10). None:
+    # only at a pause.
+    speculate_in_silence_ms: float | None = 64.0
     listen_ahead: bool = True  # while the user speaks, let the model transcribe and prepare (SpeechModel.listen)
     # Full duplex: keep listening while the reply is spoken and stop it when the user talks over it (with the
     # pause detector's stricter barge-in start). Off: the guide's half duplex, nobody listens meanwhile.
@@ -205,6 +210,7 @@ class Conversation:
         self.speaking = False  # a reply is being generated or played: the user may barge in
         self.interruptions = 0
         self._speculation: BackgroundReply | None = None
+        self._silence_answered: int | None = None  # where the silence began that the speculation answers, until a pause
         self._reply: BackgroundReply | None = None
         self._listening: threading.Thread | None = None
         self.ended: EndedTurn | None = None  # the turn that ended and waits for `reply`
@@ -220,6 +226,7 @@ class Conversation:
         """
         with self._lock:
             events = self._heard(self.detector.feed(audio, sample_rate))
+            self._speculate_in_silence()
             self._listen_ahead()
             return events
 
@@ -233,7 +240,10 @@ class Conversation:
                 # listening ahead read), this is the answer: it hears what listening ahead heard, so the words are
                 # transcribed and read already (quiet, first audio 360-470 ms after the end of the turn; started at
                 # the end of the turn instead, it transcribed the whole turn again: 590-640 ms).
-                if not any(later.kind == "resume" for later in events[i + 1 :]):
+                # A chunk that ended in this silence may have started the answer already.
+                if self._silence_answered == event.sample and self._speculation:
+                    self._silence_answered = None
+                elif not any(later.kind == "resume" for later in events[i + 1 :]):
                     self._speculate(event)
             elif event.kind == "resume" and self._speculation:
                 self._speculation.cancel()  # they went on talking: that answer is for a question not asked
@@ -254,10 +264,29 @@ class Conversation:
         detector.barge_in = self.options.barge_in  # the reply is about to be spoken: maybe over it
         return self._heard(detector.feed(after, SAMPLE_RATE)) if after.size else []
 
+    def _speculate_in_silence(self) -> None:
+        """Start answering when the chunk ends a little way into a silence (`speculate_in_silence_ms`), and drop that
+        answer when they went on talking before the silence became a pause."""
+        detector, answered = self.detector, self._silence_answered
+        if answered is not None and detector.speech_end != answered:
+            self._silence_answered = None
+            if self._speculation:
+                self._speculation.cancel()
+                self._speculation = None
+        after_ms = self.options.speculate_in_silence_ms
+        if not self.options.speculate or after_ms is None or self._speculation or detector.paused or detector.turn_ended:
+            return
+        silent_since = detector.speech_end
+        silence_ms = 0 if silent_since is None else (detector.position - silent_since) * 1000 / SAMPLE_RATE
+        if detector.started_talking and silent_since is not None and silence_ms >= after_ms:
+            self._speculate(VadEvent("pause", silent_since, detector.position))
+            self._silence_answered = silent_since
+
     def _reset_detector(self) -> None:
         self.detector.reset()
         self._turns += 1
         self._reading = None
+        self._silence_answered = None
 
     def _words_end(self, sample: int) -> WordsEnd | None:
         """For the detector, deciding whether the silence since SAMPLE ends the turn: the model's reading of the
@@ -281,8 +310,8 @@ class Conversation:
         the turn ends."""
         detector = self.detector
         talking = detector.started_talking and not detector.paused and not detector.turn_ended
-        if not (self.options.listen_ahead and talking) or self.speaking:
-            return
+        if not (self.options.listen_ahead and talking) or self.speaking or self._speculation:
+            return  # (an answer under way hears the same audio)
         if self._listening and self._listening.is_alive():
             return
         audio = self.turn_audio()

@@ -81,7 +81,7 @@ def test_the_answer_at_a_pause_hears_what_listening_ahead_heard_past_the_silence
     answer at the pause (next chunk) takes that audio and the model has its words already. Speech that stopped
     earlier paused in its own chunk: the answer hears its words with the post-roll."""
     model = ScriptedModel()
-    talk = conversation(model)
+    talk = conversation(model, speculate_in_silence_ms=None)
     for chunk in chunks(np.concatenate([speech(speech_s), silence(0.5)])):
         talk.hear(chunk, SAMPLE_RATE)
         if talk._listening:
@@ -97,7 +97,7 @@ def test_a_turn_that_ends_in_the_chunk_of_its_pause_is_answered_on_what_listenin
     answer starts there and hears the audio listening ahead heard, whose words the model has already (it started at
     the end of the turn instead and transcribed the whole turn again)."""
     model = ScriptedModel()
-    talk = conversation(model)
+    talk = conversation(model, speculate_in_silence_ms=None)
     for chunk in chunks(np.concatenate([speech(1.4), silence(0.1)])):  # heard ahead up to 0.1 s into the silence
         talk.hear(chunk, SAMPLE_RATE)
         if talk._listening:
@@ -107,6 +107,29 @@ def test_a_turn_that_ends_in_the_chunk_of_its_pause_is_answered_on_what_listenin
     reply = collect(talk.reply())
     assert model.heard == [model.listened[-1]]
     assert reply["transcript"] == "1.4 s of speech"
+
+
+def test_a_chunk_that_ends_in_a_silence_starts_the_answer_and_the_pause_keeps_it():
+    """The chunk ends 92 ms into the silence after the words: the answer starts there, a chunk before the pause shows,
+    and that answer is the reply (nothing is transcribed twice)."""
+    model = ScriptedModel()
+    talk = conversation(model)
+    say(talk, np.concatenate([speech(1.4), silence(0.1)]))
+    assert talk._speculation is not None and not talk.detector.paused
+    assert say(talk, silence(1.0)) == ["pause", "end_of_turn"]
+    assert collect(talk.reply())["transcript"] == "1.4 s of speech"
+    assert len(model.heard) == 1
+
+
+def test_an_answer_started_in_a_short_silence_is_dropped_when_they_go_on():
+    model = ScriptedModel()
+    talk = conversation(model)
+    say(talk, np.concatenate([speech(1.4), silence(0.1)]))  # the chunk ends 92 ms into a silence: an answer starts
+    started = talk._speculation
+    assert started is not None
+    say(talk, np.concatenate([silence(0.05), speech(1.45), silence(1.0)]))  # 150 ms: not a pause, they go on
+    assert started.cancelled
+    assert collect(talk.reply())["transcript"] == "3.0 s of speech"  # the whole turn
 
 
 def test_audio_after_the_end_of_a_turn_belongs_to_the_next_one():

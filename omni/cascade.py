@@ -289,17 +289,28 @@ class CascadeSession:
             return None
         return Phrase.join([p.transcript for p in self.phrases])
 
-    def _hear_writing(self, i: int, piece: np.ndarray, deltas: Iterator[str]) -> tuple[Phrase, Future[Written]]:
-        """Transcribe phrase I of the turn while the language model writes DELTAS, the answer to the guess of it, on
-        a thread of its own (a step of the queue: two jobs, one on each core). Returns the phrase as soon as it is
-        heard (the pause detector waits for its reading), and the writing, which stops within a token: the deltas
-        written, and the seconds spent writing them after the first."""
-        stop = threading.Event()
+    def _hear_writing(
+        self, i: int, piece: np.ndarray, history: Sequence[Message], guess: str, deltas: Iterator[str]
+    ) -> tuple[Phrase, threading.Event, Future[Written]]:
+        """Transcribe phrase I of the turn while, on a thread of its own, the language model reads the GUESS of the
+        words (unless listening ahead did) and writes DELTAS, the answer to it (a step of the queue: two jobs, one on
+        each core). Returns the phrase as soon as it is heard (the pause detector waits for the reading); an event
+        set once the guess is read (`_reading`); and the writing, which stops within a token once the phrase is
+        heard: the deltas written, and the seconds spent writing them after the first."""
+        stop, read = threading.Event(), threading.Event()
+        llm = self.cascade.llm
 
         def write() -> Written:
             written: list[str] = []
             first = last = 0.0
-            with self.cascade.llm.beside_other_work():
+            with llm.beside_other_work():
+                # Read first: reading the words after the answer was begun would undo that answer in the cache.
+                try:
+                    if not (self._reading and self._reading[:2] == (guess, len(history))):
+                        *_, reading = llm.read_steps(history, guess, self.slot)
+                        self._reading = (guess, len(history), reading)
+                finally:
+                    read.set()
                 while not stop.is_set() and (delta := next(deltas, _DONE)) is not _DONE:
                     if delta:
                         last = time.perf_counter()
@@ -315,7 +326,7 @@ class CascadeSession:
             wait([writing])  # the caller closes DELTAS, which no thread may be running then
             raise
         stop.set()
-        return phrase, writing
+        return phrase, read, writing
 
     def _known(self, i: int, piece: np.ndarray) -> Phrase | None:
         phrases = self.phrases
@@ -377,11 +388,13 @@ class CascadeSession:
         writing: Future[Written] | None = None
         try:  # a closed reply (a cancelled turn) stops writing within one token
             if deltas is not None:
-                hear = lambda: self._hear_writing(len(parts) - 1, parts[-1], deltas)
-                phrase, writing = yield from self._step(hear, lead)
+                hear = lambda: self._hear_writing(len(parts) - 1, parts[-1], history, guess, deltas)
+                phrase, read, writing = yield from self._step(hear, lead)
                 transcript = Phrase.join([*(p.transcript for p in self.phrases[:-1]), phrase.transcript])
                 timings["draft_kept"] = float(transcript == guess)
-                if transcript != guess:  # other words: that answer is for a question not asked
+                if transcript == guess:
+                    read.wait()  # then `_read` below has the reading
+                else:  # other words: that answer is for a question not asked
                     wait([writing])
                     deltas.close()
                     deltas = writing = None

@@ -132,7 +132,7 @@ def test_the_answer_to_a_draft_is_written_while_whisper_hears_the_end(cascade, s
     assert "spider" in reply["transcript"].lower()
     assert "eight" in reply["text"].lower() or "8" in reply["text"], reply["text"]
     assert written, "the answer to the draft was begun while Whisper heard the phrase"
-    if draft_heard != "the same words, not read yet":  # (then the words are read first: no time for a token)
+    if draft_heard == "the same words":  # (words not read yet are read first: on a quiet machine, no time for a token)
         assert any(written[0]), "the answer to the draft was written while Whisper heard the phrase"
     if draft_heard.startswith("the same words"):
         assert reply["transcript"] == guess

@@ -240,10 +240,10 @@ class Conversation:
                 # listening ahead read), this is the answer: it hears what listening ahead heard, so the words are
                 # transcribed and read already (quiet, first audio 360-470 ms after the end of the turn; started at
                 # the end of the turn instead, it transcribed the whole turn again: 590-640 ms).
-                # A chunk that ended in this silence may have started the answer already.
-                if self._silence_answered == event.sample and self._speculation:
-                    self._silence_answered = None
-                elif not any(later.kind == "resume" for later in events[i + 1 :]):
+                answered, self._silence_answered = self._silence_answered, None
+                if answered == event.sample and self._speculation:
+                    continue  # a chunk that ended in this silence started the answer already
+                if not any(later.kind == "resume" for later in events[i + 1 :]):
                     self._speculate(event)
             elif event.kind == "resume" and self._speculation:
                 self._speculation.cancel()  # they went on talking: that answer is for a question not asked

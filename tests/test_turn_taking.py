@@ -132,6 +132,19 @@ def test_an_answer_started_in_a_short_silence_is_dropped_when_they_go_on():
     assert collect(talk.reply())["transcript"] == "3.0 s of speech"  # the whole turn
 
 
+def test_a_pause_after_more_words_replaces_an_answer_started_in_a_short_silence():
+    model = ScriptedModel()
+    talk = conversation(model)
+    say(talk, np.concatenate([speech(1.4), silence(0.1)]))  # an answer starts 92 ms into a silence
+    early = talk._speculation
+    # In the next chunk: 50 ms more silence, two more words, then a pause that starts an answer of its own.
+    assert say(talk, np.concatenate([silence(0.05), speech(0.2), silence(0.25)])) == ["pause"]
+    assert early is not None and early.cancelled
+    assert talk._speculation is not None and not talk._speculation.cancelled
+    assert say(talk, silence(0.5)) == ["end_of_turn"]
+    assert collect(talk.reply())["transcript"] == "1.7 s of speech"
+
+
 def test_audio_after_the_end_of_a_turn_belongs_to_the_next_one():
     """A quick follow-up in the same chunk as the end of the turn (or before the reply starts) keeps its start."""
     talk = conversation(speculate=False, listen_ahead=False, barge_in=True)

@@ -47,7 +47,7 @@ WAIT_S = 0.05  # while waiting for the model, a reply says so this often (and ca
 # further): of 144 such pauses in our recordings at four chunk alignments, 90 heard the same words. In the browser
 # benchmark a draft was kept in 4-5 turns of 8 (first audio 0.61-0.79 s after the answer began, 1.0-1.2 s without
 # one) and dropped in 1.
-GUESS_S = 0.6
+DRAFT_S = 0.6
 
 
 def run(steps: Generator[object, None, T]) -> T:
@@ -278,26 +278,26 @@ class CascadeSession:
             heard.append(phrase)
         return Phrase.join([p.transcript for p in heard])
 
-    def _guess(self, pieces: list[np.ndarray]) -> str | None:
-        """What listening ahead heard of a turn whose every phrase it heard but the end of the last one: its draft
-        of that phrase stops at most GUESS_S before the phrase does. None if it heard less (or all of it)."""
+    def _draft(self, pieces: list[np.ndarray]) -> str | None:
+        """The words listening ahead heard of a turn whose every phrase it heard but the end of the last one: its
+        draft of that phrase stops at most DRAFT_S before the phrase does. None if it heard less (or all of it)."""
         *before, last = pieces
         if not all(self._known(i, piece) for i, piece in enumerate(before)) or len(self.phrases) != len(pieces):
             return None
-        draft = self.phrases[-1]
-        if not (draft.transcript and 0 < last.size - draft.audio.size <= GUESS_S * SAMPLE_RATE):
+        heard = self.phrases[-1]
+        if not (heard.transcript and 0 < last.size - heard.audio.size <= DRAFT_S * SAMPLE_RATE):
             return None
-        if not np.array_equal(last[: draft.audio.size], draft.audio):
+        if not np.array_equal(last[: heard.audio.size], heard.audio):
             return None
         return Phrase.join([p.transcript for p in self.phrases])
 
     def _hear_writing(
-        self, i: int, piece: np.ndarray, history: Sequence[Message], guess: str, deltas: Iterator[str]
+        self, i: int, piece: np.ndarray, history: Sequence[Message], draft: str, deltas: Iterator[str]
     ) -> tuple[Phrase, threading.Event, Future[Written]]:
-        """Transcribe phrase I of the turn while, on a thread of its own, the language model reads the GUESS of the
+        """Transcribe phrase I of the turn while, on a thread of its own, the language model reads the DRAFT of the
         words (unless listening ahead did) and writes DELTAS, the answer to it (a step of the queue: two jobs, one on
         each core). Returns the phrase as soon as it is heard (the pause detector waits for the reading); an event
-        set once the guess is read (`_reading`); and the writing, which stops within a token once the phrase is
+        set once the draft is read (`_reading`); and the writing, which stops within a token once the phrase is
         heard: the deltas written, and the seconds spent writing them after the first."""
         stop, read = threading.Event(), threading.Event()
         llm = self.cascade.llm
@@ -308,9 +308,9 @@ class CascadeSession:
             with llm.beside_other_work():
                 # Read first: reading the words after the answer was begun would undo that answer in the cache.
                 try:
-                    if not (self._reading and self._reading[:2] == (guess, len(history))):
-                        *_, reading = llm.read_steps(history, guess, self.slot)
-                        self._reading = (guess, len(history), reading)
+                    if not (self._reading and self._reading[:2] == (draft, len(history))):
+                        *_, reading = llm.read_steps(history, draft, self.slot)
+                        self._reading = (draft, len(history), reading)
                 finally:
                     read.set()
                 while not stop.is_set() and (delta := next(deltas, _DONE)) is not _DONE:
@@ -384,17 +384,17 @@ class CascadeSession:
             yield from speak(splitter.push(delta))
 
         parts = _pieces(audio, sample_rate, breaks)
-        guess = self._guess(parts) if self.reads_turn_end else None
-        # With a guess, the answer to it is written while Whisper hears the last words; kept if they are the same.
-        deltas = cascade.llm.stream(history, guess, self.slot) if guess is not None else None
+        draft = self._draft(parts) if self.reads_turn_end else None
+        # With a draft, the answer to it is written while Whisper hears the last words; kept if they are the same.
+        deltas = cascade.llm.stream(history, draft, self.slot) if draft is not None else None
         writing: Future[Written] | None = None
         try:  # a closed reply (a cancelled turn) stops writing within one token
             if deltas is not None:
-                hear = lambda: self._hear_writing(len(parts) - 1, parts[-1], history, guess, deltas)
+                hear = lambda: self._hear_writing(len(parts) - 1, parts[-1], history, draft, deltas)
                 phrase, read, writing = yield from self._step(hear, lead)
                 transcript = Phrase.join([*(p.transcript for p in self.phrases[:-1]), phrase.transcript])
-                timings["draft_kept"] = float(transcript == guess)
-                if transcript == guess:
+                timings["draft_kept"] = float(transcript == draft)
+                if transcript == draft:
                     read.wait()  # then `_read` below has the reading
                 else:  # other words: that answer is for a question not asked
                     wait([writing])

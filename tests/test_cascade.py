@@ -117,7 +117,7 @@ def test_the_answer_to_a_draft_is_written_while_whisper_hears_the_end(cascade, s
         cascade.llm.prefill([], session.phrases[-1].transcript, session.slot)
     if draft_heard == "the same words, not read yet":  # the pause came while listening ahead was still busy
         session._reading = None
-    guess = session.phrases[-1].transcript
+    draft = session.phrases[-1].transcript
     written: list[list[str]] = []
     hear_writing = session._hear_writing
 
@@ -135,7 +135,7 @@ def test_the_answer_to_a_draft_is_written_while_whisper_hears_the_end(cascade, s
     if draft_heard == "the same words":  # (words not read yet are read first: on a quiet machine, no time for a token)
         assert any(written[0]), "the answer to the draft was written while Whisper heard the phrase"
     if draft_heard.startswith("the same words"):
-        assert reply["transcript"] == guess
+        assert reply["transcript"] == draft
         assert reply["text"].startswith("".join(written[0])), (reply["text"], written)  # kept
     else:
         assert "cat" not in reply["text"].lower(), reply["text"]

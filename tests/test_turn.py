@@ -293,7 +293,8 @@ def converse(cascade, vad, smart_turn, rec: Recording) -> tuple[list[VadEvent], 
             break
         if talk._listening:
             talk._listening.join()
-        if talk.detector.paused:  # the answer started at the pause reads the words first
+        # The answer started at a pause, or in a chunk that ended in a silence, reads the words first.
+        if talk.detector.paused or talk._speculation:
             deadline = time.monotonic() + 30
             while talk._words_end(talk.detector.speech_end) is None and time.monotonic() < deadline:
                 time.sleep(0.01)

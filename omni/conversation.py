@@ -213,7 +213,6 @@ class Conversation:
         self._silence_answered: int | None = None  # where the silence began that the speculation answers, until a pause
         self._reply: BackgroundReply | None = None
         self._listening: threading.Thread | None = None
-        self._listen_again = False  # a chunk came while listening ahead was busy
         self.ended: EndedTurn | None = None  # the turn that ended and waits for `reply`
         self._lock = threading.RLock()
 
@@ -314,11 +313,7 @@ class Conversation:
         if not (self.options.listen_ahead and talking) or self.speaking or self._speculation:
             return  # (an answer under way hears the same audio)
         if self._listening and self._listening.is_alive():
-            # Heard as soon as the one under way is done, not a chunk later: with a browser on 2 cores a listen
-            # often takes longer than a chunk, and a skipped chunk left no draft of the last words for the pause.
-            self._listen_again = True
             return
-        self._listen_again = False
         audio = self.turn_audio()
         self._listened = (self._turns, self._turn_start() + audio.size)
         args = (audio, list(self.history), self.phrase_breaks(), *self._listened)
@@ -330,10 +325,6 @@ class Conversation:
             self._read(turn, until, self.model.listen(audio, SAMPLE_RATE, history, breaks))
         except Exception:  # only a head start is lost: the reply meets the same problem and reports it
             log.exception("listening ahead failed")
-        with self._lock:
-            if self._listen_again and self._listening is threading.current_thread():
-                self._listening = None
-                self._listen_ahead()
 
     @property
     def reply_started_at(self) -> float | None:

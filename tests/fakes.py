@@ -58,7 +58,6 @@ class ScriptedModel:
     reply: str = "Hello there. How are you?"
     delay_s: float = 0.0
     wait_s: float = 0.0  # before the transcript: as if the model were busy with someone else
-    listen_s: float = 0.0  # how long listening ahead takes
     audio_s: float = 0.2
     name: str = "scripted"
     sample_rate: int = SAMPLE_RATE
@@ -80,7 +79,6 @@ class ScriptedModel:
     def listen(
         self, audio: np.ndarray, sample_rate: int, history: Sequence[Message], breaks: Sequence[int] = ()
     ) -> WordsEnd | None:
-        time.sleep(self.listen_s)
         self.listened.append(audio.size)
         return None if self.words_end is None else WordsEnd(self.words_end, self.asks)
 

@@ -75,20 +75,6 @@ def test_the_model_listens_ahead_while_the_user_speaks():
     assert len(model.listened) >= 2 and model.listened == sorted(model.listened)
 
 
-def test_a_chunk_that_comes_while_listening_ahead_is_busy_is_heard_right_after():
-    model = ScriptedModel(listen_s=0.3)  # longer than the time between two chunks here
-    talk = conversation(model)
-    talk.hear(speech(0.5), SAMPLE_RATE)
-    talk.hear(speech(0.5), SAMPLE_RATE)  # listening ahead is still busy with the first chunk
-    talk.hear(speech(0.5), SAMPLE_RATE)
-    deadline = time.monotonic() + 5
-    while len(model.listened) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    talk._listening.join(1)
-    # Not a listen per chunk, and not one chunk left behind: the second listen heard all three.
-    assert len(model.listened) == 2 and model.listened[1] == 3 * SAMPLE_RATE // 2
-
-
 @pytest.mark.parametrize(("speech_s", "same_audio"), [(1.4, True), (1.1, False)])
 def test_the_answer_at_a_pause_hears_what_listening_ahead_heard_past_the_silence(speech_s, same_audio):
     """Speech that stops late in a chunk: listening ahead on that chunk heard past where the silence began, so the

@@ -249,14 +249,18 @@ class CascadeSession:
         return reading
 
     def _read(
-        self, history: Sequence[Message], words: str, priority: Callable[[], float], keep: bool = False
+        self, history: Sequence[Message], words: str, priority: Callable[[], float] | None, keep: bool = False
     ) -> Generator[ReplyChunk, None, WordsEnd]:
         """The language model's reading of the user's WORDS (`WordsEnd`); the same words are read once. With KEEP,
-        its steps keep the model like a clause does (a reply's reading: the detector and the listener wait for it)."""
+        its steps keep the model like a clause does (a reply's reading: the detector and the listener wait for it).
+        PRIORITY None: the caller holds the queue already, and the steps run at once."""
         if self._reading and self._reading[:2] == (words, len(history)):
             return self._reading[2]
         steps = self.cascade.llm.read_steps(history, words, self.slot)
-        reading = yield from self._llm_steps(steps, priority, keep)
+        if priority is None:
+            *_, reading = steps
+        else:
+            reading = yield from self._llm_steps(steps, priority, keep)
         self._reading = (words, len(history), reading)
         return reading
 
@@ -308,9 +312,7 @@ class CascadeSession:
             with llm.beside_other_work():
                 # Read first: reading the words after the answer was begun would undo that answer in the cache.
                 try:
-                    if not (self._reading and self._reading[:2] == (draft, len(history))):
-                        *_, reading = llm.read_steps(history, draft, self.slot)
-                        self._reading = (draft, len(history), reading)
+                    run(self._read(history, draft, None))
                 finally:
                     read.set()
                 while not stop.is_set() and (delta := next(deltas, _DONE)) is not _DONE:

@@ -277,8 +277,9 @@ class Conversation:
         if not self.options.speculate or after_ms is None or self._speculation or detector.paused or detector.turn_ended:
             return
         silent_since = detector.speech_end
-        silence_ms = 0 if silent_since is None else (detector.position - silent_since) * 1000 / SAMPLE_RATE
-        if detector.started_talking and silent_since is not None and silence_ms >= after_ms:
+        if not detector.started_talking or silent_since is None:
+            return
+        if (detector.position - silent_since) * 1000 / SAMPLE_RATE >= after_ms:
             self._speculate(VadEvent("pause", silent_since, detector.position))
             self._silence_answered = silent_since
 

@@ -48,6 +48,7 @@ WAIT_S = 0.05  # while waiting for the model, a reply says so this often (and ca
 # benchmark a draft was kept in 4-5 turns of 8 (first audio 0.61-0.79 s after the answer began, 1.0-1.2 s without
 # one) and dropped in 1.
 DRAFT_S = 0.6
+WRITE_AHEAD_TOKENS = 24  # at most this much of an answer is written ahead (its first clause is usually shorter)
 
 
 def run(steps: Generator[object, None, T]) -> T:
@@ -95,6 +96,17 @@ def _pieces(audio: np.ndarray, sample_rate: int, breaks: Sequence[int]) -> list[
 _SENTENCE_END = re.compile(r"[.?!\u2026]+$")
 # Capitalised by Whisper at the start of a phrase, but rarely the start of a spoken sentence of their own.
 _GOES_ON = {"In", "On", "At", "To", "From", "Of", "For", "With", "By", "About", "Into", "And", "Or", "But", "Than"}
+
+
+@dataclass
+class WrittenAhead:
+    """The start of an answer to WORDS (after HISTORY_SIZE messages) written before anyone asked for it: its DELTAS
+    so far, and REST, the language model's stream that goes on from there."""
+
+    words: str
+    history_size: int
+    deltas: list[str]
+    rest: Iterator[str]
 
 
 @dataclass
@@ -176,6 +188,9 @@ class CascadeSession:
         self.slot = ChatSlot()
         self.reads_turn_end = reads_turn_end and cascade.reads_turn_end
         self._reading: tuple[str, int, WordsEnd] | None = None  # (words, history length, their reading) read last
+        self._listened: tuple[str, list[Message]] | None = None  # the words listening ahead heard last, and history
+        self._ahead: WrittenAhead | None = None  # see `write_ahead`
+        self._ahead_lock = threading.Lock()  # held while a token is written ahead
 
     def session(self) -> CascadeSession:
         return self
@@ -187,6 +202,7 @@ class CascadeSession:
 
     def close(self) -> None:
         """The conversation is over: free its prompt cache."""
+        self._take_ahead()
         with self.cascade.queue.step(self):
             self.cascade.llm.forget(self.slot)
 
@@ -246,7 +262,55 @@ class CascadeSession:
         reading = run(self._read(history, transcript, listening)) if self.reads_turn_end else None
         # Then the template's tail after the words (~5 tokens), so that an answer starts writing at once.
         run(self._llm_steps(self.cascade.llm.prefill_steps(history, transcript, self.slot), listening))
+        self._listened = (transcript, list(history))
         return reading
+
+    def write_ahead(self, stop: Callable[[], bool]) -> None:
+        """Write the start of the answer to the words `listen` heard last, until its first clause is written, STOP()
+        says so (the user went on), or a reply starts. Called when those words read as finished but the user may
+        not be: the next `respond` to the same words goes on from there (`_take_ahead`), or drops it.
+
+        The words often end in a chunk's last ~0.1 s, and Silero hears the silence 70-350 ms late, so the pause that
+        starts the answer shows only in the next chunk, 0.5 s later: meanwhile the cores are idle. Each token is a
+        step of the queue at listening priority (a reply waiting for the model goes first)."""
+        if self._listened is None or stop():
+            return
+        words, history = self._listened
+        ahead = WrittenAhead(words, len(history), [], self.cascade.llm.stream(history, words, self.slot))
+        self._ahead_for(self._take_ahead(), "", [])  # an older one is closed
+        with self._ahead_lock:
+            self._ahead = ahead
+        splitter = ClauseSplitter(self.cascade.options.first_clause_words)
+
+        def next_delta() -> object:
+            with self._ahead_lock:  # a reply takes the answer between two tokens, never during one
+                if self._ahead is not ahead or stop():
+                    return _DONE
+                delta = next(ahead.rest, _DONE)
+                if delta is not _DONE:
+                    ahead.deltas.append(delta)
+                return delta
+
+        listening = lambda: LISTENING
+        while len(ahead.deltas) < WRITE_AHEAD_TOKENS:
+            delta = run(self._llm_step(next_delta, listening))
+            if delta is _DONE or splitter.push(delta):
+                return
+
+    def _take_ahead(self) -> WrittenAhead | None:
+        """The answer written ahead, if any, now this caller's (its writing stops before the next token)."""
+        with self._ahead_lock:
+            ahead, self._ahead = self._ahead, None
+            return ahead
+
+    @staticmethod
+    def _ahead_for(ahead: WrittenAhead | None, words: str, history: Sequence[Message]) -> WrittenAhead | None:
+        """AHEAD if it answers WORDS after HISTORY; otherwise its stream is closed and None."""
+        if ahead is not None and (ahead.words, ahead.history_size) == (words, len(history)):
+            return ahead
+        if ahead is not None:
+            ahead.rest.close()
+        return None
 
     def _read(
         self, history: Sequence[Message], words: str, priority: Callable[[], float] | None, keep: bool = False
@@ -302,7 +366,7 @@ class CascadeSession:
         words (unless listening ahead did) and writes DELTAS, the answer to it (a step of the queue: two jobs, one on
         each core). Returns the phrase as soon as it is heard (the pause detector waits for the reading); an event
         set once the draft is read (`_reading`); and the writing, which stops within a token once the phrase is
-        heard: the deltas written, and the seconds spent writing them after the first."""
+        heard: the deltas it wrote, and the seconds spent writing them after the first."""
         stop, read = threading.Event(), threading.Event()
         llm = self.cascade.llm
 
@@ -386,12 +450,18 @@ class CascadeSession:
             yield from speak(splitter.push(delta))
 
         parts = _pieces(audio, sample_rate, breaks)
+        ahead = self._take_ahead()  # the start of an answer written ahead (`write_ahead`), maybe to these words
         draft = self._draft(parts) if self.reads_turn_end else None
-        # With a draft, the answer to it is written while Whisper hears the last words; kept if they are the same.
-        deltas = cascade.llm.stream(history, draft, self.slot) if draft is not None else None
+        deltas: Iterator[str] | None = None
+        written: list[str] = []  # the answer's deltas written before its words were known to be the ones heard
         writing: Future[Written] | None = None
         try:  # a closed reply (a cancelled turn) stops writing within one token
-            if deltas is not None:
+            if draft is not None:
+                # The answer to the draft is written while Whisper hears the last words; kept if they are the same.
+                if ahead := self._ahead_for(ahead, draft, history):
+                    written, deltas = ahead.deltas, ahead.rest
+                else:
+                    deltas = cascade.llm.stream(history, draft, self.slot)
                 hear = lambda: self._hear_writing(len(parts) - 1, parts[-1], history, draft, deltas)
                 phrase, read, writing = yield from self._step(hear, lead)
                 transcript = Phrase.join([*(p.transcript for p in self.phrases[:-1]), phrase.transcript])
@@ -402,8 +472,12 @@ class CascadeSession:
                     wait([writing])
                     deltas.close()
                     deltas = writing = None
+                    written = []
             else:
                 transcript = yield from self._transcribe_turn(parts, lead)
+                if ahead := self._ahead_for(ahead, transcript, history):
+                    written, deltas = ahead.deltas, ahead.rest
+            ahead = None  # in DELTAS now, or closed
             mark("asr_ms")
             if not transcript:
                 raise NoSpeechError("No words were heard.")
@@ -418,10 +492,12 @@ class CascadeSession:
             # running side by side slowed generation from ~24 to ~11 tokens/s, and both stay far ahead of playback.
             # Each token is a step that keeps the model for this reply, until a clause is spoken.
             deltas = deltas or cascade.llm.stream(history, transcript, self.slot)
+            timings["written_ahead"] = sum(1 for delta in written if delta)
             if writing is not None:
-                written, writing_s = writing.result()
-                for delta in filter(None, written):
-                    yield from take(delta)
+                beside, writing_s = writing.result()
+                written = written + beside
+            for delta in filter(None, written):
+                yield from take(delta)
             t = time.perf_counter()
             while (delta := (yield from self._llm_step(lambda: next(deltas, _DONE), lead, keep=True))) is not _DONE:
                 if not delta:  # the prompt being evaluated, or part of a character
@@ -435,10 +511,12 @@ class CascadeSession:
                 wait([writing])  # a generator may not be closed while another thread runs it
             if deltas is not None:
                 deltas.close()
+            self._ahead_for(ahead, "", [])  # not used: closed
         yield from speak(splitter.flush())
         mark("total_ms")
         release_freed_memory()
         timings["tokens"] = len(reply)
-        timings["tokens_per_s"] = (len(reply) - 1) / writing_s if writing_s > 0 else 0.0
+        written_here = len(reply) - timings["written_ahead"]  # tokens/s of this reply's own writing
+        timings["tokens_per_s"] = (written_here - 1) / writing_s if writing_s > 0 and written_here > 1 else 0.0
         timings["tts_rtf"] = synth_s / spoken_s if spoken_s else 0.0
         yield Finished(Turn(transcript, "".join(reply).strip(), timings))

@@ -51,6 +51,10 @@ class ConversationOptions:
     # last silence in 53 runs, and 5 times into a silence that did not become a pause (32 ms: 62 and 10). None:
     # only at a pause.
     speculate_in_silence_ms: float | None = 64.0
+    # When listening ahead reads the words so far as finished (the end-of-turn policy's `text_complete`), the model
+    # may write the start of its answer before the pause shows (`write_ahead`, if it has it): the answer at the pause
+    # goes on from there if it heard the same words.
+    write_ahead: bool = True
     listen_ahead: bool = True  # while the user speaks, let the model transcribe and prepare (SpeechModel.listen)
     # Full duplex: keep listening while the reply is spoken and stop it when the user talks over it (with the
     # pause detector's stricter barge-in start). Off: the guide's half duplex, nobody listens meanwhile.
@@ -323,9 +327,16 @@ class Conversation:
 
     def _listen(self, audio: np.ndarray, history: list[Message], breaks: list[int], turn: int, until: int) -> None:
         try:
-            self._read(turn, until, self.model.listen(audio, SAMPLE_RATE, history, breaks))
+            reading = self.model.listen(audio, SAMPLE_RATE, history, breaks)
         except Exception:  # only a head start is lost: the reply meets the same problem and reports it
             log.exception("listening ahead failed")
+            return
+        self._read(turn, until, reading)
+        write_ahead, policy = getattr(self.model, "write_ahead", None), self.detector.options.turn
+        if self.options.write_ahead and write_ahead and policy and reading and reading.probability >= policy.text_complete:
+            # Until the next chunk comes (or the turn is over): its words, or its pause, decide what happens next.
+            stop = lambda: self._turns != turn or self.detector.samples_fed != until
+            threading.Thread(target=write_ahead, args=(stop,), daemon=True, name="write-ahead").start()
 
     @property
     def reply_started_at(self) -> float | None:

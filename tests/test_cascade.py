@@ -142,6 +142,36 @@ def test_the_answer_to_a_draft_is_written_while_whisper_hears_the_end(cascade, s
     session.close()
 
 
+@pytest.mark.parametrize("then", ["the same words", "the same words and the end of the last one", "other words"])
+def test_the_start_of_the_answer_written_ahead_is_kept_for_the_same_words(cascade, say, then):
+    """Listening ahead heard finished words before the pause showed: the start of the answer is written ahead, and
+    the answer at the pause goes on from it when it hears the same words (as they are, or in a draft that Whisper
+    confirms), and drops it for other words."""
+    question = say("How many legs does a spider have?")
+    end = np.flatnonzero(np.abs(question) > 0.02)[-1]
+    turn = np.concatenate([question[:end], np.zeros(SAMPLE_RATE // 4, np.float32)])
+    heard_ahead = turn if then == "the same words" else turn[: end - SAMPLE_RATE // 20]
+    session = cascade.session()
+    session.listen(heard_ahead, SAMPLE_RATE, [])
+    if then == "other words":  # as if listening ahead had misheard the last word
+        session.phrases[-1].transcript = "How many legs does a cat have?"
+        session._listened = (session.phrases[-1].transcript, [])
+    session.write_ahead(lambda: False)
+    ahead = "".join(session._ahead.deltas)
+    assert ahead.strip() and len(ahead.split()) < 10, ahead  # the first clause or so, not the whole answer
+
+    reply = collect(session.respond(turn, SAMPLE_RATE, []))
+    assert "spider" in reply["transcript"].lower()
+    assert "eight" in reply["text"].lower() or "8" in reply["text"], reply["text"]
+    written_ahead = reply["turn"].timings["written_ahead"]
+    if then == "other words":
+        assert written_ahead == 0 and "cat" not in reply["text"].lower(), reply["text"]
+    else:
+        assert written_ahead > 0 and reply["text"].startswith(ahead.strip()), (reply["text"], ahead)
+    assert session._ahead is None
+    session.close()
+
+
 def test_a_draft_of_other_audio_is_not_used(cascade, say):
     cascade.listen(say("What is the capital of France?"), SAMPLE_RATE, [])
     reply = collect(cascade.respond(say("How many legs does a spider have?"), SAMPLE_RATE, []))

@@ -6,6 +6,7 @@ The same behaviours are tested with Silero and the real cascade in test_conversa
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -324,3 +325,24 @@ def test_listening_ahead_reads_the_last_words_before_the_pause():
     end = next(e for e in events if e.kind == "end_of_turn")
     assert model.listened and end.detected_at <= 2 * SAMPLE_RATE  # decided within the fourth chunk
     assert (end.detected_at - end.sample) * 1000 // SAMPLE_RATE == 256
+
+
+@pytest.mark.parametrize(("words_end", "written"), [(0.9, True), (0.01, False)])
+def test_words_read_as_finished_have_the_start_of_their_answer_written_until_the_next_chunk(words_end, written):
+    """Listening ahead read finished words before the pause showed: the model writes the start of the answer ahead
+    (`write_ahead`), and stops when the next chunk comes. Unfinished words are not answered ahead."""
+    talk, model = reading_conversation(words_end=words_end)
+    talk.options.listen_ahead = True
+    stops: list[Callable[[], bool]] = []
+    model.write_ahead = stops.append  # the conversation asks for it on a thread of its own
+    for i, chunk in enumerate(chunks(speech(1.5)), 1):  # three chunks of talk, each listened to ahead
+        talk.hear(chunk, SAMPLE_RATE)
+        talk._listening.join()
+        deadline = time.monotonic() + 2
+        while written and len(stops) < i and time.monotonic() < deadline:
+            time.sleep(0.005)
+    assert len(stops) == (3 if written else 0)
+    if written:
+        assert not stops[-1]()  # nothing new yet: go on writing
+        talk.hear(silence(0.5), SAMPLE_RATE)
+        assert stops[-1]()  # the next chunk has come: its pause (or words) decide

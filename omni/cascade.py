@@ -86,6 +86,12 @@ class Phrase:
         return text
 
 
+def _drop(ahead: WrittenAhead | None) -> None:
+    """Stop an answer written ahead for good (its caller owns it: `CascadeSession._take_ahead`)."""
+    if ahead is not None:
+        ahead.rest.close()
+
+
 def _pieces(audio: np.ndarray, sample_rate: int, breaks: Sequence[int]) -> list[np.ndarray]:
     """A turn's audio at 16 kHz, cut into its phrases at the BREAKS (sample indices into AUDIO as given)."""
     audio = prepare(audio, sample_rate)
@@ -202,7 +208,7 @@ class CascadeSession:
 
     def close(self) -> None:
         """The conversation is over: free its prompt cache."""
-        self._take_ahead()
+        _drop(self._take_ahead())
         with self.cascade.queue.step(self):
             self.cascade.llm.forget(self.slot)
 
@@ -277,7 +283,7 @@ class CascadeSession:
             return
         words, history = self._listened
         ahead = WrittenAhead(words, len(history), [], self.cascade.llm.stream(history, words, self.slot))
-        self._ahead_for(self._take_ahead(), "", [])  # an older one is closed
+        _drop(self._take_ahead())  # an older one
         with self._ahead_lock:
             self._ahead = ahead
         splitter = ClauseSplitter(self.cascade.options.first_clause_words)
@@ -305,11 +311,10 @@ class CascadeSession:
 
     @staticmethod
     def _ahead_for(ahead: WrittenAhead | None, words: str, history: Sequence[Message]) -> WrittenAhead | None:
-        """AHEAD if it answers WORDS after HISTORY; otherwise its stream is closed and None."""
+        """AHEAD if it answers WORDS after HISTORY; otherwise it is dropped and None."""
         if ahead is not None and (ahead.words, ahead.history_size) == (words, len(history)):
             return ahead
-        if ahead is not None:
-            ahead.rest.close()
+        _drop(ahead)
         return None
 
     def _read(
@@ -511,7 +516,7 @@ class CascadeSession:
                 wait([writing])  # a generator may not be closed while another thread runs it
             if deltas is not None:
                 deltas.close()
-            self._ahead_for(ahead, "", [])  # not used: closed
+            _drop(ahead)  # not used
         yield from speak(splitter.flush())
         mark("total_ms")
         release_freed_memory()

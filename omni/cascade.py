@@ -278,7 +278,7 @@ class CascadeSession:
 
         The words often end in a chunk's last ~0.1 s, and Silero hears the silence 70-350 ms late, so the pause that
         starts the answer shows only in the next chunk, 0.5 s later: meanwhile the cores are idle. Each token is a
-        step of the queue at listening priority (a reply waiting for the model goes first)."""
+        step of the queue at listening priority, and none is taken while another conversation waits for a reply."""
         if self._listened is None or stop():
             return
         words, history = self._listened
@@ -290,7 +290,8 @@ class CascadeSession:
 
         def next_delta() -> object:
             with self._ahead_lock:  # a reply takes the answer between two tokens, never during one
-                if self._ahead is not ahead or stop():
+                # Not while someone else waits for a reply (as `listen`): these tokens may never be needed.
+                if self._ahead is not ahead or stop() or self.cascade.queue.replying(than=self):
                     return _DONE
                 delta = next(ahead.rest, _DONE)
                 if delta is not _DONE:

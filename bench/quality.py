@@ -39,7 +39,7 @@ from whisper_normalizer.english import EnglishTextNormalizer
 from omni import Audio, Finished, Settings
 from omni.asr import AsrOptions
 from omni.audio import SAMPLE_RATE, load_audio
-from omni.cascade import Cascade, CascadeSession, run
+from omni.cascade import Cascade, CascadeSession, _pieces, run
 from omni.conversation import Conversation, ConversationOptions
 from omni.llm import LlmOptions
 from omni.scheduler import URGENT
@@ -247,9 +247,10 @@ def app_transcript(model: Cascade, audio: np.ndarray, breaks: list[int], old_joi
     """The app's transcript of a turn, and the ms its reply spends on it: the last phrase's (the earlier ones were
     transcribed while the user went on talking)."""
     session = CascadeSession(model)
-    run(session._transcribe_turn(audio, SAMPLE_RATE, breaks, lambda: URGENT))
+    pieces = _pieces(audio, SAMPLE_RATE, breaks)
+    run(session._transcribe_turn(pieces, lambda: URGENT))
     session.phrases = session.phrases[:-1]
-    text, ms = timed(lambda: run(session._transcribe_turn(audio, SAMPLE_RATE, breaks, lambda: URGENT)))
+    text, ms = timed(lambda: run(session._transcribe_turn(pieces, lambda: URGENT)))
     return (" ".join(p.transcript for p in session.phrases if p.transcript) if old_join else text), ms
 
 

@@ -38,8 +38,7 @@ from omni.speech_model import (
 from omni.tts import Speaker
 
 T = TypeVar("T")
-# Text deltas, the seconds spent writing them after the first, and the first clause spoken: (its text, its audio).
-Written = tuple[list[str], float, tuple[str, list[np.ndarray]] | None]
+Written = tuple[list[str], float]  # text deltas, and the seconds spent writing them after the first
 _DONE = object()
 WAIT_S = 0.05  # while waiting for the model, a reply says so this often (and can be cancelled)
 # At a pause, listening ahead has often heard all but the last few hundred ms of the phrase (the tail of its last
@@ -367,28 +366,19 @@ class CascadeSession:
         return Phrase.join([p.transcript for p in self.phrases])
 
     def _hear_writing(
-        self,
-        i: int,
-        piece: np.ndarray,
-        history: Sequence[Message],
-        draft: str,
-        deltas: Iterator[str],
-        written_ahead: Sequence[str] = (),
+        self, i: int, piece: np.ndarray, history: Sequence[Message], draft: str, deltas: Iterator[str]
     ) -> tuple[Phrase, threading.Event, Future[Written]]:
         """Transcribe phrase I of the turn while, on a thread of its own, the language model reads the DRAFT of the
-        words (unless listening ahead did) and writes DELTAS, the answer to it after WRITTEN_AHEAD (a step of the
-        queue: two jobs, one on each core); its first clause is spoken as soon as it is written. Returns the phrase
-        as soon as it is heard (the pause detector waits for the reading); an event set once the draft is read
-        (`_reading`); and the writing, which stops within a token once the phrase is heard (`Written`)."""
+        words (unless listening ahead did) and writes DELTAS, the answer to it (a step of the queue: two jobs, one on
+        each core). Returns the phrase as soon as it is heard (the pause detector waits for the reading); an event
+        set once the draft is read (`_reading`); and the writing, which stops within a token once the phrase is
+        heard: the deltas it wrote, and the seconds spent writing them after the first."""
         stop, read = threading.Event(), threading.Event()
         llm = self.cascade.llm
-        splitter = ClauseSplitter(self.cascade.options.first_clause_words)
-        clauses = [c for delta in written_ahead for c in splitter.push(delta)]
 
         def write() -> Written:
             written: list[str] = []
             first = last = 0.0
-            spoken = None
             with llm.beside_other_work():
                 # Read first: reading the words after the answer was begun would undo that answer in the cache.
                 try:
@@ -400,10 +390,7 @@ class CascadeSession:
                         last = time.perf_counter()
                         first = first or last
                     written.append(delta)
-                    clauses.extend(splitter.push(delta))
-                    if clauses and spoken is None and not stop.is_set():
-                        spoken = (clauses[0], list(self.cascade.tts.synthesize(clauses[0])))
-            return written, last - first, spoken
+            return written, last - first
 
         writing = self.cascade.beside.submit(write)
         try:
@@ -448,17 +435,12 @@ class CascadeSession:
 
         reply: list[str] = []
         splitter = ClauseSplitter(cascade.options.first_clause_words)
-        spoken_beside: tuple[str, list[np.ndarray]] | None = None  # the draft's first clause, spoken beside Whisper
 
         def speak(pieces: list[str]) -> Iterator[ReplyChunk]:
             nonlocal synth_s, spoken_s, first_audio_at
             for piece in pieces:
                 t = time.perf_counter()
-                if spoken_beside and spoken_beside[0] == piece:  # spoken while Whisper heard the words
-                    audio = spoken_beside[1]
-                    timings["spoken_beside"] = 1.0
-                else:
-                    audio = yield from self._step(lambda piece=piece: list(cascade.tts.synthesize(piece)), lead)
+                audio = yield from self._step(lambda piece=piece: list(cascade.tts.synthesize(piece)), lead)
                 synth_s += time.perf_counter() - t
                 for i, pcm in enumerate(audio):
                     mark("first_audio_ms")
@@ -486,7 +468,7 @@ class CascadeSession:
                     written, deltas = ahead.deltas, ahead.rest
                 else:
                     deltas = cascade.llm.stream(history, draft, self.slot)
-                hear = lambda: self._hear_writing(len(parts) - 1, parts[-1], history, draft, deltas, written)
+                hear = lambda: self._hear_writing(len(parts) - 1, parts[-1], history, draft, deltas)
                 phrase, read, writing = yield from self._step(hear, lead)
                 transcript = Phrase.join([*(p.transcript for p in self.phrases[:-1]), phrase.transcript])
                 timings["draft_kept"] = float(transcript == draft)
@@ -518,7 +500,7 @@ class CascadeSession:
             deltas = deltas or cascade.llm.stream(history, transcript, self.slot)
             timings["written_ahead"] = sum(1 for delta in written if delta)
             if writing is not None:
-                beside, writing_s, spoken_beside = writing.result()
+                beside, writing_s = writing.result()
                 written = written + beside
             for delta in filter(None, written):
                 yield from take(delta)

@@ -132,7 +132,6 @@ def test_the_answer_to_a_draft_is_written_while_whisper_hears_the_end(cascade, s
     assert "spider" in reply["transcript"].lower()
     assert "eight" in reply["text"].lower() or "8" in reply["text"], reply["text"]
     assert written, "the answer to the draft was begun while Whisper heard the phrase"
-    assert "spoken_beside" not in reply["turn"].timings or draft_heard != "other words"
     if draft_heard == "the same words":  # (words not read yet are read first: on a quiet machine, no time for a token)
         assert any(written[0]), "the answer to the draft was written while Whisper heard the phrase"
     if draft_heard.startswith("the same words"):
@@ -140,27 +139,6 @@ def test_the_answer_to_a_draft_is_written_while_whisper_hears_the_end(cascade, s
         assert reply["text"].startswith("".join(written[0])), (reply["text"], written)  # kept
     else:
         assert "cat" not in reply["text"].lower(), reply["text"]
-    session.close()
-
-
-def test_the_first_clause_of_a_draft_answer_is_spoken_while_whisper_hears_the_end(cascade, say, monkeypatch):
-    """With a browser on the machine Whisper takes ~0.3-0.45 s beside the writing: time enough to write the draft's
-    first clause, which piper then speaks beside Whisper (here Whisper is made slow to give it that time)."""
-    question = say("How many legs does a spider have?")
-    end = np.flatnonzero(np.abs(question) > 0.02)[-1]
-    turn = np.concatenate([question[:end], np.zeros(SAMPLE_RATE // 4, np.float32)])
-    session = cascade.session()
-    session.listen(turn[: end - SAMPLE_RATE // 20], SAMPLE_RATE, [])
-    hear = session._hear
-    monkeypatch.setattr(session, "_hear", lambda *args: time.sleep(1.5) or hear(*args))
-    synthesized: list[str] = []
-    synthesize = cascade.tts.synthesize
-    monkeypatch.setattr(cascade.tts, "synthesize", lambda text: synthesized.append(text) or synthesize(text))
-
-    reply = collect(session.respond(turn, SAMPLE_RATE, []))
-    assert reply["turn"].timings.get("spoken_beside") == 1.0
-    assert reply["text"].startswith(synthesized[0]) and synthesized.count(synthesized[0]) == 1  # spoken once
-    assert reply["audio"] and ("eight" in reply["text"].lower() or "8" in reply["text"]), reply["text"]
     session.close()
 
 

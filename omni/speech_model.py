@@ -128,6 +128,8 @@ class SpeechModel(Protocol):
 
         Called again and again while they speak (never while `respond` runs for the same conversation); the work
         it does ahead, such as transcribing, shortens the `respond` that follows. Doing nothing is correct.
-        A model that `reads_turn_end` returns its reading of the words in `audio` (`WordsEnd`).
+        A model that `reads_turn_end` returns its reading of the words in `audio` (`WordsEnd`). It may also offer
+        `write_ahead(stop)`, which the conversation calls when that reading says the words are finished: start the
+        answer to them until `stop()` (`omni.cascade.CascadeSession.write_ahead`).
         """
         ...

@@ -283,9 +283,9 @@ class CascadeSession:
             return
         words, history = self._listened
         ahead = WrittenAhead(words, len(history), [], self.cascade.llm.stream(history, words, self.slot))
-        _drop(self._take_ahead())  # an older one
         with self._ahead_lock:
-            self._ahead = ahead
+            older, self._ahead = self._ahead, ahead
+        _drop(older)
         splitter = ClauseSplitter(self.cascade.options.first_clause_words)
 
         def next_delta() -> object:

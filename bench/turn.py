@@ -2,6 +2,7 @@
 
     python -m bench.turn            # smart-turn on the audio, next to the old 700 ms rule
     python -m bench.turn --lm       # plus the language model on Whisper's transcript (loads Whisper base, Qwen 1.5B)
+    python -m bench.turn --lm --chunk-s 0.1   # what chunks shorter than the browser's would give
 
 Every recording of tests/data/turns (index.tsv; see make.py there) goes through `utils.vad.PauseDetector` in 0.5 s
 chunks, as the browser sends them, with the real Silero VAD and the real smart-turn model, four times: with the
@@ -13,22 +14,25 @@ chunk boundaries 0, 125, 250 and 375 ms later (where a chunk boundary falls deci
 says so: the end of the chunk that held the deciding frame, plus the time that `feed` call took (smart-turn runs
 inside it). Tuned and held-out recordings are reported apart. JSON goes to bench/results/turn.json.
 
-With --lm, the text's probability for a pause becomes known one chunk after the chunk in which the speech stopped:
-that is when the app, which transcribes and evaluates the words in the background as each chunk arrives (listening
-ahead, speculation), would have it (here Whisper base takes ~0.25 s for the last phrase and Qwen 1.5B 0.15-0.3 s
-for the new words: about one 0.5 s chunk). Its answers depend on the system prompt in omni/llm.py.
+With --lm, the text's probability for a pause becomes known `READ_S` after the chunk in which the speech stopped
+arrived, from the first chunk after that: that is when the app, which transcribes and evaluates the words in the
+background as each chunk arrives (listening ahead, speculation), would have it (Whisper base takes ~0.25 s for the
+last phrase and Qwen 1.5B 0.15-0.3 s for the new words; with 0.5 s chunks, one chunk later). "... read at once" is a
+reader that takes no time: what the chunks and the policy's silences alone cost. Its answers depend on the system
+prompt in omni/llm.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import itertools
 import json
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,9 +48,18 @@ ROOT = Path(__file__).resolve().parent.parent
 TURNS = ROOT / "tests" / "data" / "turns"
 RESULTS = ROOT / "bench" / "results"
 CHUNK = SAMPLE_RATE // 2  # the browser's 0.5 s chunks
+# The app's reading of the words at a pause: Whisper on the last phrase and the model, with a browser on the machine.
+READ_S = 0.3
 LEAD_S, TAIL_S = 0.3, 4.5  # room tone added around each recording: the longest wait (3 s) and its chunk fit
 LATE_MS = 1000.0
-PHASES = tuple(SAMPLE_RATE * ms // 1000 for ms in (0, 125, 250, 375))  # where the chunk boundaries fall
+
+
+def phases(chunk: int = CHUNK) -> tuple[int, ...]:
+    """Where the chunk boundaries fall: the first chunk 0, 1/4, 1/2 and 3/4 of a CHUNK long (0: a whole one)."""
+    return tuple(chunk * quarter // 4 for quarter in range(4))
+
+
+PHASES = phases()
 
 
 @dataclass
@@ -100,14 +113,23 @@ class Outcome:
     events: list[str] = field(default_factory=list)
 
 
+def read_in_time(silence_start: int, bounds: Sequence[int], chunk_end: int, read_s: float) -> bool:
+    """Are the words up to a silence that began at SILENCE_START read when the chunk ending at CHUNK_END arrives?
+    Their reading starts as the chunk in which the silence began arrives (chunks end at BOUNDS) and takes READ_S."""
+    shown = next(b for b in bounds[1:] if b > silence_start)
+    return shown + read_s * SAMPLE_RATE <= chunk_end
+
+
 class TextEnd:
     """The language model's reading of the words as the app would have it: from Whisper's transcript of the turn up
-    to a silence, known from the chunk after the one in which that silence began (see the module docstring)."""
+    to a silence, ready READ_S after the chunk that shows the silence arrived, and used from the first chunk after
+    that (see the module docstring). READ_S 0: a reader that takes no time, the floor of the chunks themselves."""
 
-    def __init__(self) -> None:
+    def __init__(self, read_s: float = READ_S) -> None:
         from omni.asr import Transcriber
         from omni.llm import ChatModel
 
+        self.read_s = read_s
         self.asr = Transcriber("whisper-base")
         self.chat = ChatModel("qwen2.5-1.5b")
         self.cache: dict[tuple[str, int], tuple[str, WordsEnd]] = {}
@@ -125,9 +147,9 @@ class TextEnd:
             self.spent_s += time.perf_counter() - t0
         return self.cache[rec.name, end][1]
 
-    def for_detector(self, rec: Recording, detector: PauseDetector, chunk_start: Callable[[], int]):
+    def for_detector(self, rec: Recording, detector: PauseDetector, bounds: list[int], chunk_end: Callable[[], int]):
         def text_end(silence_start: int) -> WordsEnd | None:
-            if silence_start >= chunk_start():  # speech stopped in the chunk being heard: not transcribed yet
+            if not read_in_time(silence_start, bounds, chunk_end(), self.read_s):
                 return None
             return self.reading(rec, detector.speech_start, silence_start)
 
@@ -141,16 +163,17 @@ def run(
     smart_turn: SmartTurn | None,
     text: TextEnd | None = None,
     phase: int = 0,
+    chunk: int = CHUNK,
 ) -> Outcome:
-    """Feed REC in chunks (the first one PHASE samples long, if not 0) until the turn ends."""
+    """Feed REC in CHUNKs (the first one PHASE samples long, if not 0) until the turn ends."""
     detector = PauseDetector(options, vad.fork(), smart_turn=smart_turn)
-    bounds = [0, *range(phase or CHUNK, len(rec.audio), CHUNK), len(rec.audio)]
-    position = {"chunk_start": 0}
+    bounds = [0, *range(phase or chunk, len(rec.audio), chunk), len(rec.audio)]
+    position = {"chunk_end": 0}
     if text is not None:
-        detector.text_end = text.for_detector(rec, detector, lambda: position["chunk_start"])
+        detector.text_end = text.for_detector(rec, detector, bounds, lambda: position["chunk_end"])
     events, end_at = [], 0.0
     for a, b in itertools.pairwise(bounds):
-        position["chunk_start"] = a
+        position["chunk_end"] = b
         t0, background = time.perf_counter(), text.spent_s if text else 0.0
         new = detector.feed(rec.audio[a:b], SAMPLE_RATE)
         took = time.perf_counter() - t0 - ((text.spent_s if text else 0.0) - background)
@@ -224,8 +247,14 @@ def main() -> None:
     parser.add_argument(
         "--app", action="store_true", help="also the app's own path in real time (Conversation on the cascade)"
     )
+    parser.add_argument(
+        "--chunk-s", type=float, default=CHUNK / SAMPLE_RATE, help="chunk length (the app's is 0.5 s; not with --app)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "turn.json")
     args = parser.parse_args()
+    chunk = round(args.chunk_s * SAMPLE_RATE)
+    if args.app and chunk != CHUNK:
+        parser.error("--app hears the browser's 0.5 s chunks")
 
     recordings = load_set()
     vad, smart_turn = SileroVad().load(), SmartTurn.shared()
@@ -235,9 +264,12 @@ def main() -> None:
         "smart-turn, never fast alone": (PauseDetectorOptions(), None),
     }
     if args.lm:
-        policies["smart-turn + LM"] = (PauseDetectorOptions(), TextEnd())
+        policies["smart-turn + LM"] = (PauseDetectorOptions(), text := TextEnd())
+        # A reader that took no time: what the chunks alone cost.
+        policies["... read at once"] = (PauseDetectorOptions(), at_once := copy.copy(text))
+        at_once.read_s = 0.0
     results = {
-        name: [run(rec, options, vad, smart_turn, text, phase) for rec in recordings for phase in PHASES]
+        name: [run(rec, options, vad, smart_turn, text, phase, chunk) for rec in recordings for phase in phases(chunk)]
         for name, (options, text) in policies.items()
     }
     if args.app:
@@ -256,8 +288,9 @@ def main() -> None:
     smart_turn_ms = 100 * (time.perf_counter() - t0)
 
     report = {
-        "chunk_s": CHUNK / SAMPLE_RATE,
-        "phases_ms": [1000 * p / SAMPLE_RATE for p in PHASES],
+        "chunk_s": chunk / SAMPLE_RATE,
+        "read_s": READ_S,
+        "phases_ms": [1000 * p / SAMPLE_RATE for p in phases(chunk)],
         "late_ms": LATE_MS,
         "smart_turn_ms_per_call": round(smart_turn_ms, 1),
         "policies": {},
@@ -281,7 +314,10 @@ def main() -> None:
         report["policies"][name]["runs"] = [asdict(o) for o in outcomes]
     if args.lm:
         text = policies["smart-turn + LM"][1]
-        report["transcripts"] = {f"{n}@{s / SAMPLE_RATE:.2f}": v for (n, s), v in text.cache.items()}
+        report["transcripts"] = {
+            f"{n}@{s / SAMPLE_RATE:.2f}": {"words": words, "end": read.probability, "asks": read.asks}
+            for (n, s), (words, read) in text.cache.items()
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")

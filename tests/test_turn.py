@@ -14,7 +14,7 @@ from functools import cache
 import numpy as np
 import pytest
 
-from bench.turn import CHUNK, Recording, load_set
+from bench.turn import CHUNK, Recording, load_set, phases, read_in_time
 from omni import models
 from omni.audio import FRAME, SAMPLE_RATE
 from omni.conversation import Conversation
@@ -351,3 +351,16 @@ def test_the_policy_knows_a_question_from_a_statement():
     assert policy_reading('Did he say "why?"', 0.6).asks
     assert not policy_reading("My name is Tom.", 0.6).asks
     assert not policy_reading("Turn off the lights, please.", 0.6).asks
+
+
+def test_the_benchmark_reads_the_words_when_the_app_would_have_them():
+    """bench.turn --lm: a silence that began in a chunk is read from the first chunk that arrives READ_S after that
+    one (with 0.5 s chunks, the next); a reader that takes no time has the words in that very chunk."""
+    bounds = [0, *range(8000, 40001, 8000)]  # 0.5 s chunks
+    assert phases(CHUNK) == (0, 2000, 4000, 6000)
+    assert not read_in_time(5000, bounds, 8000, 0.3)
+    assert read_in_time(5000, bounds, 16000, 0.3)
+    assert read_in_time(5000, bounds, 8000, 0.0)
+    assert not read_in_time(8000, bounds, 8000, 0.0)  # began at the boundary: shown by the next chunk
+    tenths = [0, *range(1600, 40001, 1600)]  # 0.1 s chunks: a 0.3 s reading is there three chunks on
+    assert [read_in_time(1000, tenths, end, 0.3) for end in (3200, 4800, 6400)] == [False, False, True]
